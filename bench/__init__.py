@@ -1,0 +1,1 @@
+"""Benchmarks: chatlane side by side with its peer libraries (`make bench`)."""

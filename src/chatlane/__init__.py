@@ -1,0 +1,148 @@
+"""chatlane: one typed chat layer for Llama-family and OpenAI-compatible models.
+
+Everything public is importable from here; modules load on first use, so
+``import chatlane`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from chatlane._version import __version__
+
+if TYPE_CHECKING:
+    from chatlane.backends.base import AsyncChatStream, Backend, ChatStream
+    from chatlane.backends.fake import Fake
+    from chatlane.errors import (
+        APIStatusError,
+        AuthenticationError,
+        BadRequest,
+        ChatlaneError,
+        ConnectError,
+        EngineError,
+        ImageError,
+        InputError,
+        MessageError,
+        NotFound,
+        ParseError,
+        RateLimited,
+        SchemaError,
+        ServerError,
+        StreamInterrupted,
+        StructuredOutputError,
+        TimeoutError,
+        ToolError,
+        TransportError,
+    )
+    from chatlane.events import (
+        Accumulator,
+        ChatEvent,
+        Finished,
+        ReasoningDelta,
+        ResponseStarted,
+        TextDelta,
+        ToolCallDelta,
+        ToolCallDone,
+        ToolCallStarted,
+        UsageReported,
+        aaccumulate,
+        accumulate,
+    )
+    from chatlane.messages import (
+        Image,
+        Message,
+        Role,
+        Text,
+        ToolCall,
+        assistant,
+        system,
+        tool_result,
+        user,
+    )
+    from chatlane.request import ChatRequest, ResponseFormat, StreamOptions
+    from chatlane.response import ChatResponse, Choice, FinishReason, Usage
+    from chatlane.tools import (
+        Tool,
+        brave_search,
+        code_interpreter,
+        strict_schema,
+        tool,
+        wolfram_alpha,
+    )
+
+# name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "APIStatusError": "chatlane.errors",
+    "Accumulator": "chatlane.events",
+    "AsyncChatStream": "chatlane.backends.base",
+    "AuthenticationError": "chatlane.errors",
+    "Backend": "chatlane.backends.base",
+    "BadRequest": "chatlane.errors",
+    "ChatEvent": "chatlane.events",
+    "ChatRequest": "chatlane.request",
+    "ChatResponse": "chatlane.response",
+    "ChatStream": "chatlane.backends.base",
+    "ChatlaneError": "chatlane.errors",
+    "Choice": "chatlane.response",
+    "ConnectError": "chatlane.errors",
+    "EngineError": "chatlane.errors",
+    "Fake": "chatlane.backends.fake",
+    "FinishReason": "chatlane.response",
+    "Finished": "chatlane.events",
+    "Image": "chatlane.messages",
+    "ImageError": "chatlane.errors",
+    "InputError": "chatlane.errors",
+    "Message": "chatlane.messages",
+    "MessageError": "chatlane.errors",
+    "NotFound": "chatlane.errors",
+    "ParseError": "chatlane.errors",
+    "RateLimited": "chatlane.errors",
+    "ReasoningDelta": "chatlane.events",
+    "ResponseFormat": "chatlane.request",
+    "ResponseStarted": "chatlane.events",
+    "Role": "chatlane.messages",
+    "SchemaError": "chatlane.errors",
+    "ServerError": "chatlane.errors",
+    "StreamInterrupted": "chatlane.errors",
+    "StreamOptions": "chatlane.request",
+    "StructuredOutputError": "chatlane.errors",
+    "Text": "chatlane.messages",
+    "TextDelta": "chatlane.events",
+    "TimeoutError": "chatlane.errors",
+    "Tool": "chatlane.tools",
+    "ToolCall": "chatlane.messages",
+    "ToolCallDelta": "chatlane.events",
+    "ToolCallDone": "chatlane.events",
+    "ToolCallStarted": "chatlane.events",
+    "ToolError": "chatlane.errors",
+    "TransportError": "chatlane.errors",
+    "Usage": "chatlane.response",
+    "UsageReported": "chatlane.events",
+    "aaccumulate": "chatlane.events",
+    "accumulate": "chatlane.events",
+    "assistant": "chatlane.messages",
+    "brave_search": "chatlane.tools",
+    "code_interpreter": "chatlane.tools",
+    "strict_schema": "chatlane.tools",
+    "system": "chatlane.messages",
+    "tool": "chatlane.tools",
+    "tool_result": "chatlane.messages",
+    "user": "chatlane.messages",
+    "wolfram_alpha": "chatlane.tools",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chatlane' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,1 @@
+"""Backends: chat endpoints, completion endpoints, the embedded engine and the scripted fake."""

@@ -1,0 +1,1 @@
+"""Prompt formats: rendering prompts, tokenizing them, and parsing raw model output."""

@@ -1,0 +1,1 @@
+"""Codecs for the OpenAI-compatible wire format and Server-Sent Events."""
