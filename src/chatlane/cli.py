@@ -1,19 +1,978 @@
-"""The ``chatlane`` command."""
+"""The ``chatlane`` command: chat, run, render, parse, logs, batch and demo.
+
+Only the standard library is imported up front, so ``chatlane --help`` answers at once;
+each command imports what it needs when it runs. Errors are one line on stderr: exit status
+2 for a command line that cannot be used as given, 1 for a failure while running, 130 for
+Ctrl-C; ``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from chatlane._config import UsageError
+
+if TYPE_CHECKING:
+    from chatlane.backends.base import Backend
+    from chatlane.batch import BatchProgress
+    from chatlane.messages import Message
+    from chatlane.request import ChatRequest
+    from chatlane.response import ChatResponse
+    from chatlane.store import LoggedConversation, Store
+    from chatlane.tools import Tool
+
+__all__ = ["build_parser", "main"]
+
+EXAMPLES = {
+    "run": """examples:
+  chatlane run "Name three rivers" --base-url http://127.0.0.1:8080/v1
+  chatlane run "Weather in Paris?" --tool weather.py:get_weather --gguf model.gguf
+  chatlane run "A city" --schema city.json --json --backend tests/fakes.py:backend
+  echo "Summarise this" | chatlane run - --model gpt-4o-mini""",
+    "chat": """commands inside the chat:
+  /system TEXT   set the system prompt (without TEXT: show it)
+  /tools         list the tools the model may call
+  /save FILE     write the conversation to FILE as JSON
+  /help          show these commands
+  /exit          leave (or Ctrl-D)
+  \"\"\"           start or end a multi-line message (a line ending in \\ continues too)""",
+    "batch": """input lines: {"id": "q1", "messages": [{"role": "user", "content": "Hi"}]}
+  (or the OpenAI Batch API shape {"custom_id": "q1", "body": {...}}).
+output lines: {"id": "q1", "line": 1, "response": {...}} or {"id": ..., "error": {...}},
+  appended as each request finishes; run the same command again to resume.""",
+}
+
+BACKEND_HELP = """backend (else $CHATLANE_BASE_URL, $CHATLANE_COMPLETION_URL, $CHATLANE_GGUF,
+$CHATLANE_BACKEND, ... or the config file $CHATLANE_CONFIG / ~/.config/chatlane/config.toml;
+the API key comes from $CHATLANE_API_KEY or $OPENAI_API_KEY, never the command line)"""
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("backend", BACKEND_HELP)
+    group.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible chat endpoint")
+    group.add_argument(
+        "--completion-url", metavar="URL", help="a raw completion endpoint (chatlane renders)"
+    )
+    group.add_argument("--gguf", metavar="PATH", help="a GGUF model run in-process by llama.cpp")
+    group.add_argument(
+        "--backend",
+        metavar="MODULE:FACTORY",
+        help="a Backend object, or a function returning one, from Python code "
+        "(module:name or path/file.py:name)",
+    )
+    group.add_argument("--model", metavar="NAME", help="the model name to ask for")
+    group.add_argument(
+        "--dialect", metavar="NAME", help="server dialect: openai, vllm, llama.cpp, aleph-alpha"
+    )
+    group.add_argument(
+        "--format", metavar="NAME", help="prompt format for --completion-url and --gguf"
+    )
+    group.add_argument("--profile", metavar="NAME", help="prompt format profile: meta or hf")
+
+
+def _add_log_options(parser: argparse.ArgumentParser, *, allow_off: bool = True) -> None:
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        help="the conversation log (default: $CHATLANE_DB or logs.db in the user data directory)",
+    )
+    if allow_off:
+        parser.add_argument(
+            "--no-log", action="store_true", help="do not record (like CHATLANE_LOG=off)"
+        )
+
+
+def _add_conversation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-s", "--system", metavar="TEXT", help="the system prompt")
+    parser.add_argument(
+        "-t",
+        "--tool",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="a Python function the model may call, run by the agent loop (repeatable)",
+    )
+    parser.add_argument(
+        "-c",
+        "--continue",
+        dest="continue_id",
+        metavar="ID",
+        help="continue a logged conversation (an id, a unique prefix, or 'last')",
+    )
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="stop after N tokens")
+    parser.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    parser.add_argument("--seed", type=int, metavar="N", help="sampling seed, where supported")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (also what docs/cli.md is generated from)."""
+    from chatlane._version import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback of an error",
+    )
+    parser = argparse.ArgumentParser(
+        prog="chatlane",
+        description="Chat with Llama-family and OpenAI-compatible models: chat endpoints, "
+        "raw completion endpoints and an embedded llama.cpp engine.",
+        epilog="Run 'chatlane COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"chatlane {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help,
+            description=description,
+            parents=[common],
+            epilog=EXAMPLES.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    chat = command(
+        "chat",
+        "an interactive conversation",
+        "An interactive conversation; answers are shown as they stream.",
+    )
+    _add_conversation_options(chat)
+    _add_backend_options(chat)
+    _add_log_options(chat)
+    chat.set_defaults(handler=cmd_chat)
+
+    run = command(
+        "run",
+        "one prompt, answered on stdout",
+        "Send one prompt and stream the answer to stdout. With --tool the agent loop runs "
+        "the model's tool calls until it answers.",
+    )
+    run.add_argument("prompt", metavar="PROMPT", help="the prompt ('-' reads it from stdin)")
+    _add_conversation_options(run)
+    run.add_argument(
+        "--schema",
+        metavar="SPEC",
+        help="structured output: a JSON schema file, or module:Model (a Pydantic model)",
+    )
+    run.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of streamed text"
+    )
+    run.add_argument("--no-stream", action="store_true", help="print the answer once complete")
+    _add_backend_options(run)
+    _add_log_options(run)
+    run.set_defaults(handler=cmd_run)
+
+    render = command(
+        "render",
+        "the exact prompt a conversation renders to",
+        "Print the exact prompt that a conversation JSON file (an OpenAI-style body with "
+        "'messages' and optional 'tools') renders to in a prompt format. Needs no backend.",
+    )
+    render.add_argument("file", metavar="FILE", help="the conversation JSON ('-' for stdin)")
+    render.add_argument("--format", default="llama3.1", help="the prompt format (llama3.1)")
+    render.add_argument("--profile", default=None, help="meta (reference) or hf (HF templates)")
+    render.add_argument("--tool-format", default=None, help="json, function_tag or pythonic")
+    render.add_argument("--tokens", action="store_true", help="print the token ids and count")
+    render.add_argument("--json", action="store_true", help="print text and tokens as JSON")
+    render.set_defaults(handler=cmd_render)
+
+    parse = command(
+        "parse",
+        "raw model output to content and tool calls",
+        "Read a raw model output file and print its content and tool calls as JSON. "
+        "Needs no backend.",
+    )
+    parse.add_argument("file", metavar="FILE", help="the raw output ('-' for stdin)")
+    parse.add_argument("--format", default="llama3.1", help="the prompt format (llama3.1)")
+    parse.add_argument(
+        "--request",
+        metavar="FILE",
+        help="the conversation JSON it answers (tells which tools were offered)",
+    )
+    parse.set_defaults(handler=cmd_parse)
+
+    logs = command(
+        "logs",
+        "list, show and search logged conversations",
+        "Read the conversation log. Every chat, run and batch request is recorded "
+        "(CHATLANE_LOG=off turns it off).",
+    )
+    _add_log_options(logs, allow_off=False)
+    logs_commands = logs.add_subparsers(dest="logs_command", metavar="ACTION")
+    logs_list = logs_commands.add_parser(
+        "list", help="the latest conversations (the default)", parents=[common]
+    )
+    logs_list.add_argument("-n", "--limit", type=int, default=20, help="how many (20)")
+    logs_list.add_argument("--json", action="store_true", help="print JSON")
+    logs_show = logs_commands.add_parser("show", help="one conversation in full", parents=[common])
+    logs_show.add_argument("id", metavar="ID", help="an id, a unique prefix, or 'last'")
+    logs_show.add_argument("--json", action="store_true", help="print JSON")
+    logs_search = logs_commands.add_parser(
+        "search", help="conversations containing a text", parents=[common]
+    )
+    logs_search.add_argument("text", metavar="TEXT")
+    logs_search.add_argument("-n", "--limit", type=int, default=20, help="how many (20)")
+    logs_search.add_argument("--json", action="store_true", help="print JSON")
+    logs_commands.add_parser("path", help="print where the log is", parents=[common])
+    for p in (logs_list, logs_show, logs_search):
+        p.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    logs.set_defaults(handler=cmd_logs, limit=20, json=False)
+
+    batch = command(
+        "batch",
+        "many requests from a JSONL file, resumable",
+        "Run every request of a JSON Lines file, N at a time, appending each result to the "
+        "output as it finishes. Run it again after an interruption: what is done is skipped.",
+    )
+    batch.add_argument("input", metavar="INPUT", help="requests, one JSON object per line")
+    batch.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="results (JSONL)")
+    batch.add_argument(
+        "-j", "--concurrency", type=int, default=4, metavar="N", help="requests at once (4)"
+    )
+    batch.add_argument(
+        "--retry-failed", action="store_true", help="run inputs that failed before again"
+    )
+    batch.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    _add_backend_options(batch)
+    _add_log_options(batch)
+    batch.set_defaults(handler=cmd_batch)
+
+    demo = command(
+        "demo", "a short scripted conversation", "A short scripted conversation (no model runs)."
+    )
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+# ---------------------------------------------------------------- main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="chatlane", description="Chat with LLMs.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run the demo conversation")
+    """Run the command line; return the exit status."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from chatlane.demo import run
+    debug = bool(getattr(args, "debug", False))
+    from chatlane.errors import ChatlaneError
 
-        return run(sys.stdout)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    try:
+        result: int = args.handler(args)
+        return result
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        sys.stderr.write("\nchatlane: interrupted\n")
+        return 130
+    except UsageError as e:
+        if debug:
+            raise
+        parser.exit(2, f"chatlane {args.command}: error: {_one_line(e)}\n")
+    except (ChatlaneError, OSError) as e:
+        if debug:
+            raise
+        sys.stderr.write(f"chatlane: error: {_one_line(e)}\n")
+        return 1
+    except Exception as e:
+        if debug:
+            raise
+        sys.stderr.write(
+            f"chatlane: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(run with --debug for the traceback)\n"
+        )
+        return 1
+    return 1  # pragma: no cover - parser.exit does not return
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        return f"{error.strerror}: {error.filename!r}"
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+def _open_store(args: argparse.Namespace) -> Store | None:
+    from chatlane.store import Store
+
+    if getattr(args, "no_log", False):
+        return None
+    return Store.open_default(args.db)
+
+
+def _backend(args: argparse.Namespace) -> tuple[Backend, str]:
+    from chatlane._config import make_backend, resolve_settings
+
+    options = {
+        name: getattr(args, name, None)
+        for name in (
+            "backend",
+            "base_url",
+            "completion_url",
+            "gguf",
+            "model",
+            "dialect",
+            "format",
+            "profile",
+        )
+    }
+    settings = resolve_settings(options)
+    backend, label = make_backend(settings)
+    if settings.model is not None and backend.model is None:
+        backend.model = settings.model
+    return backend, label
+
+
+def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise UsageError(f"no such file: {path!r}") from e
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path!r} is not UTF-8 text") from e
+
+
+def _read_request(path: str) -> ChatRequest:
+    """A conversation JSON file (an OpenAI-style body) as a request."""
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"{path!r} is not valid JSON: {e}") from e
+    if isinstance(data, list):
+        data = {"messages": data}
+    return _decode_request(data)
+
+
+def _decode_request(data: Any) -> ChatRequest:
+    import importlib
+
+    try:
+        decode = importlib.import_module("chatlane.wire.openai").decode_request
+    except ImportError:
+        from chatlane._records import request_from_dict
+
+        decode = request_from_dict
+    request: ChatRequest = decode(data)
+    return request
+
+
+class Conversation:
+    """A conversation the CLI holds: its messages, its tools, and where it is logged."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        label: str,
+        store: Store | None,
+        *,
+        tools: Sequence[Tool] = (),
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.label = label
+        self.store = store
+        self.tools = tuple(tools)
+        self.params = {k: v for k, v in (params or {}).items() if v is not None}
+        self.messages: list[Message] = []
+        self.id: str | None = None
+
+    def resume(self, id_or_prefix: str) -> LoggedConversation:
+        """Take up a logged conversation where it stopped."""
+        from chatlane.store import StoreError
+
+        if self.store is None:
+            raise UsageError("--continue needs the log, which is off (CHATLANE_LOG or --no-log)")
+        try:
+            logged = self.store.conversation(id_or_prefix)
+        except StoreError as e:
+            raise UsageError(str(e)) from e
+        self.id = logged.summary.id
+        self.messages = logged.messages()
+        return logged
+
+    @property
+    def system(self) -> str | None:
+        if self.messages and self.messages[0].role.value == "system":
+            return self.messages[0].text
+        return None
+
+    def set_system(self, text: str) -> None:
+        from chatlane.messages import system
+
+        if self.system is not None:
+            self.messages[0] = system(text)
+        else:
+            self.messages.insert(0, system(text))
+
+    def ask(self, text: str, out: TextIO | None, *, notes: TextIO | None = None) -> ChatResponse:
+        """Add the user's message and get the answer, streaming its text to ``out``; with
+        tools, run the agent loop until the model answers. Every model call is logged."""
+        from chatlane.messages import user
+
+        self.messages.append(user(text))
+        request = self.backend.request(self.messages, tools=self.tools or None, **self.params)
+        if self.tools:
+            return self._agent(request, out, notes)
+        response = self._call(request, out)
+        self.messages.append(response.message)
+        return response
+
+    def _log(
+        self,
+        request: ChatRequest,
+        response: ChatResponse | None,
+        error: BaseException | None,
+        duration: float,
+        first: float | None,
+    ) -> int | None:
+        if self.store is None:
+            return None
+        self.id, call_id = self.store.log_call(
+            self.id,
+            request,
+            response,
+            error=error,
+            backend=self.label,
+            duration=duration,
+            first_token=first,
+        )
+        return call_id
+
+    def _call(self, request: ChatRequest, out: TextIO | None) -> ChatResponse:
+        """One streamed model call, logged whatever happens (a break keeps the partial answer)."""
+        from chatlane.errors import StreamInterrupted
+        from chatlane.events import TextDelta
+
+        started = time.monotonic()
+        first: float | None = None
+        stream = self.backend.stream(request)
+        try:
+            for event in stream:
+                if first is None:
+                    first = time.monotonic() - started
+                if out is not None and isinstance(event, TextDelta) and event.choice == 0:
+                    out.write(event.text)
+                    out.flush()
+        except StreamInterrupted as e:
+            self._log(request, e.partial, e, time.monotonic() - started, first)
+            self.messages.append(e.partial.message)
+            raise
+        except KeyboardInterrupt:
+            stream.close()
+            partial = stream.partial()
+            self._log(
+                request,
+                partial,
+                KeyboardInterrupt("stopped by the user"),
+                time.monotonic() - started,
+                first,
+            )
+            self.messages.append(partial.message)
+            raise
+        except Exception as e:
+            self._log(request, None, e, time.monotonic() - started, first)
+            raise
+        response = stream.response
+        self._log(request, response, None, time.monotonic() - started, first)
+        return response
+
+    def _agent(
+        self, request: ChatRequest, out: TextIO | None, notes: TextIO | None
+    ) -> ChatResponse:
+        from chatlane._config import UnavailableError, optional_import
+
+        optional_import("chatlane.agent", "run", "--tool needs the agent loop")
+        raise UnavailableError("--tool: the agent loop is not wired to the command line yet")
+
+
+def _conversation(args: argparse.Namespace) -> Conversation:
+    from chatlane._config import load_tool
+
+    tools = [load_tool(spec) for spec in args.tool]
+    backend, label = _backend(args)
+    store = _open_store(args)
+    params: dict[str, Any] = {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "seed": args.seed,
+    }
+    schema = getattr(args, "schema", None)
+    if schema is not None:
+        from chatlane._config import load_schema
+
+        params["response_format"] = load_schema(schema)
+    conversation = Conversation(backend, label, store, tools=tools, params=params)
+    if args.continue_id:
+        conversation.resume(args.continue_id)
+    if args.system is not None:
+        conversation.set_system(args.system)
+    return conversation
+
+
+# ---------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``chatlane run``."""
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt.strip():
+        raise UsageError("the prompt is empty")
+    conversation = _conversation(args)
+    stream_to = None if (args.json or args.no_stream) else sys.stdout
+    from chatlane.errors import StreamInterrupted
+
+    try:
+        response = conversation.ask(prompt, stream_to, notes=sys.stderr)
+    except StreamInterrupted as e:
+        if stream_to is not None and e.partial.text and not e.partial.text.endswith("\n"):
+            stream_to.write("\n")  # the partial answer stays on stdout; the error goes below it
+        raise
+    finally:
+        conversation.backend.close()
+    if args.json:
+        out = _response_json(response, conversation.id)
+        if response.response_format is not None:
+            out["parsed"] = _parsed_json(response)
+        sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
+    else:
+        if stream_to is None:
+            sys.stdout.write(response.text)
+        if response.text and not response.text.endswith("\n"):
+            sys.stdout.write("\n")
+        if response.response_format is not None:
+            _parsed_json(response)  # a structured answer that does not validate is an error
+    return 0
+
+
+def _parsed_json(response: ChatResponse) -> Any:
+    parsed = response.parsed
+    dump = getattr(parsed, "model_dump", None)
+    return dump(mode="json") if callable(dump) else parsed
+
+
+def _response_json(response: ChatResponse, conversation_id: str | None) -> dict[str, Any]:
+    from chatlane._records import usage_to_dict
+
+    return {
+        "conversation_id": conversation_id,
+        "model": response.model,
+        "text": response.text,
+        "tool_calls": [
+            {"id": c.id, "name": c.name, "arguments": c.arguments, "raw_arguments": c.raw_arguments}
+            for c in response.tool_calls
+        ],
+        "finish_reason": response.finish_reason.value,
+        "usage": usage_to_dict(response.usage),
+    }
+
+
+# ---------------------------------------------------------------- chat
+
+
+def _read_message(read: Callable[[str], str]) -> str | None:
+    """One user message: a line, lines joined by a trailing backslash, or a block between
+    lines of three double quotes. None at end of input."""
+    try:
+        line = read("> ")
+    except EOFError:
+        return None
+    if line.strip() == '"""':
+        lines: list[str] = []
+        while True:
+            try:
+                line = read("... ")
+            except EOFError:
+                break
+            if line.strip() == '"""':
+                break
+            lines.append(line)
+        return "\n".join(lines)
+    lines = []
+    while line.endswith("\\"):
+        lines.append(line[:-1])
+        try:
+            line = read("... ")
+        except EOFError:
+            line = ""
+            break
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """``chatlane chat``."""
+    from chatlane.errors import ChatlaneError
+
+    conversation = _conversation(args)
+    out = sys.stdout
+    if sys.stdin.isatty():
+        import contextlib
+
+        with contextlib.suppress(ImportError):  # line editing and history where available
+            import readline  # noqa: F401
+    model = conversation.backend.model or "the model"
+    out.write(
+        f"chatlane chat with {model} ({conversation.label}). /help for commands, Ctrl-D to leave.\n"
+    )
+    if conversation.id is not None:
+        out.write(
+            f"continuing conversation {conversation.id} ({len(conversation.messages)} messages)\n"
+        )
+    out.flush()
+
+    def read(prompt: str) -> str:
+        out.write(prompt)
+        out.flush()
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+    try:
+        while True:
+            try:
+                text = _read_message(read)
+            except KeyboardInterrupt:
+                out.write("\n")
+                continue
+            if text is None:
+                out.write("\n")
+                break
+            if not text.strip():
+                continue
+            if text.startswith("/"):
+                if _chat_command(conversation, text, out):
+                    break
+                continue
+            try:
+                response = conversation.ask(text, out, notes=out)
+            except KeyboardInterrupt:
+                out.write("\n[stopped]\n")
+                continue
+            except ChatlaneError as e:
+                out.write(f"\n[error: {_one_line(e)}]\n")
+                continue
+            if not response.text.endswith("\n"):
+                out.write("\n")
+            out.flush()
+    finally:
+        conversation.backend.close()
+    if conversation.id is not None:
+        out.write(
+            f"conversation {conversation.id} is in the log: "
+            f"chatlane chat --continue {conversation.id}\n"
+        )
+    return 0
+
+
+def _chat_command(conversation: Conversation, text: str, out: TextIO) -> bool:
+    """Run a /command; True when the chat should end."""
+    name, _, rest = text.partition(" ")
+    rest = rest.strip()
+    if name in ("/exit", "/quit"):
+        return True
+    if name == "/help":
+        out.write(EXAMPLES["chat"].split("\n", 1)[1] + "\n")
+    elif name == "/system":
+        if rest:
+            conversation.set_system(rest)
+            out.write("[system prompt set]\n")
+        else:
+            out.write(f"{conversation.system or '[no system prompt]'}\n")
+    elif name == "/tools":
+        if not conversation.tools:
+            out.write("[no tools: start the chat with --tool module:function]\n")
+        for t in conversation.tools:
+            out.write(f"{t.name}: {t.description or ''}\n")
+    elif name == "/save":
+        if not rest:
+            out.write("[usage: /save FILE]\n")
+        else:
+            from chatlane.store import messages_to_json
+
+            body = {"messages": messages_to_json(conversation.messages)}
+            try:
+                Path(rest).expanduser().write_text(
+                    json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+                )
+            except OSError as e:
+                out.write(f"[cannot save: {_one_line(e)}]\n")
+            else:
+                out.write(f"[saved {len(conversation.messages)} messages to {rest}]\n")
+    else:
+        out.write(f"[unknown command {name}; /help lists them]\n")
+    out.flush()
+    return False
+
+
+# ---------------------------------------------------------------- render and parse
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """``chatlane render``."""
+    from chatlane._config import make_format
+
+    fmt = make_format(args.format, args.profile, tool_format=args.tool_format)
+    request = _read_request(args.file)
+    prompt = fmt.render(request)
+    if args.json:
+        body = {"text": prompt.text, "tokens": list(prompt.tokens), "count": len(prompt.tokens)}
+        sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
+    elif args.tokens:
+        sys.stdout.write(" ".join(str(t) for t in prompt.tokens) + "\n")
+        sys.stdout.write(f"{len(prompt.tokens)} tokens\n")
+    else:
+        sys.stdout.write(prompt.text)
+        if sys.stdout.isatty() and not prompt.text.endswith("\n"):
+            sys.stdout.write("\n")
+    return 0
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    """``chatlane parse``."""
+    from chatlane._config import make_format
+
+    fmt = make_format(args.format)
+    raw = _read_text(args.file)
+    request = _read_request(args.request) if args.request else None
+    parsed = fmt.parse(raw, request)
+    body = {
+        "content": parsed.content,
+        "tool_calls": [
+            {
+                "id": c.id,
+                "name": c.name,
+                "arguments": c.arguments,
+                "raw_arguments": c.raw_arguments,
+                "error": c.arguments_error,
+            }
+            for c in parsed.tool_calls
+        ],
+        "finish_reason": parsed.finish_reason.value,
+        "stop_sequence": parsed.stop_sequence,
+        "partial_call": parsed.partial_call,
+        "unknown_tools": list(parsed.unknown_tools),
+    }
+    sys.stdout.write(json.dumps(body, ensure_ascii=False, indent=2) + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------- logs
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """``chatlane logs``."""
+    from chatlane.store import Store, StoreError, conversation_to_json, default_db_path
+
+    action = args.logs_command or "list"
+    path = Path(args.db).expanduser() if args.db else default_db_path()
+    if action == "path":
+        sys.stdout.write(f"{path}\n")
+        return 0
+    if not path.exists():
+        raise UsageError(f"no log at {str(path)!r} yet (nothing has been recorded there)")
+    with Store(path) as store:
+        if action == "show":
+            try:
+                logged = store.conversation(args.id)
+            except StoreError as e:
+                raise UsageError(str(e)) from e
+            if args.json:
+                sys.stdout.write(
+                    json.dumps(conversation_to_json(logged), ensure_ascii=False, indent=2) + "\n"
+                )
+            else:
+                _print_conversation(logged, sys.stdout)
+            return 0
+        if action == "search":
+            found = store.search(args.text, args.limit)
+        else:
+            found = store.conversations(args.limit)
+    if args.json:
+        rows = [
+            {
+                "id": s.id,
+                "created_at": s.created_at,
+                "updated_at": s.updated_at,
+                "title": s.title,
+                "backend": s.backend,
+                "model": s.model,
+                "calls": s.calls,
+                "total_tokens": s.total_tokens,
+            }
+            for s in found
+        ]
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+        return 0
+    if not found:
+        sys.stdout.write("no conversations\n" if action == "list" else "no match\n")
+        return 0
+    sys.stdout.write(f"{'ID':<16}  {'UPDATED':<16}  {'MODEL':<14}  CALLS  TOKENS  TITLE\n")
+    for s in found:
+        title = " ".join(s.title.split())
+        title = title if len(title) <= 40 else title[:39] + "…"
+        sys.stdout.write(
+            f"{s.id:<16}  {s.updated_at[:16].replace('T', ' '):<16}  {(s.model or '-')[:14]:<14}"
+            f"  {s.calls:>5}  {s.total_tokens:>6}  {title}\n"
+        )
+    return 0
+
+
+def _print_conversation(logged: LoggedConversation, out: TextIO) -> None:
+    s = logged.summary
+    out.write(
+        f"conversation {s.id}  {s.created_at[:19].replace('T', ' ')}  "
+        f"{s.backend or '-'}  model {s.model or '-'}  {s.total_tokens} tokens\n"
+    )
+    shown = 0
+    for number, call in enumerate(logged.calls, 1):
+        r = call.response
+        facts = [call.started_at[:19].replace("T", " ")]
+        if call.duration_ms is not None:
+            facts.append(f"{call.duration_ms:.0f} ms")
+        if call.first_token_ms is not None:
+            facts.append(f"first token {call.first_token_ms:.0f} ms")
+        if r is not None:
+            facts.append(r.finish_reason.value)
+            if r.usage is not None:
+                facts.append(f"{r.usage.prompt_tokens}+{r.usage.completion_tokens} tokens")
+        out.write(f"\n--- call {number}: {', '.join(facts)}\n")
+        messages = call.messages
+        if shown > len(messages):
+            shown = 0
+        for m in messages[shown:]:
+            _print_message(m, out)
+        if r is not None:
+            _print_message(r.message, out)
+            shown = len(messages) + 1
+        else:
+            shown = len(messages)
+        for run in call.tool_runs:
+            outcome = f"error: {run.error}" if run.error else run.result
+            out.write(f"[ran {run.name}({run.arguments}) -> {outcome}]\n")
+        if call.error:
+            out.write(f"[error: {call.error}]\n")
+
+
+def _print_message(message: Message, out: TextIO) -> None:
+    text = message.text
+    if message.images:
+        text += f" [{len(message.images)} image(s)]"
+    out.write(f"{message.role.value}: {text}\n")
+    for c in message.tool_calls:
+        out.write(f"  [call {c.name}({c.raw_arguments}) id={c.id}]\n")
+
+
+# ---------------------------------------------------------------- batch
+
+
+class ProgressLine:
+    """A one-line progress bar on stderr: done, failed, rate, ETA and tokens."""
+
+    def __init__(self, stream: TextIO, *, live: bool) -> None:
+        self.stream = stream
+        self.live = live
+        self._last = 0.0
+
+    def __call__(self, progress: BatchProgress, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._last < (0.1 if self.live else 5.0):
+            return
+        self._last = now
+        p = progress
+        finished = p.skipped + p.finished
+        width = 24
+        filled = width * finished // p.total if p.total else width
+        eta = "-" if p.eta is None else _duration(p.eta)
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {finished}/{p.total} done, "
+            f"{p.failed} failed, {p.rate:.1f}/s, ETA {eta}, {p.tokens} tokens"
+        )
+        if self.live:
+            self.stream.write("\r" + line + "\x1b[K" + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """``chatlane batch``."""
+    from chatlane.batch import read_batch_input, run_batch
+
+    if args.concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
+    if Path(args.input).resolve() == Path(args.output).resolve():
+        raise UsageError("the output must be another file than the input")
+    if not Path(args.input).is_file():
+        raise UsageError(f"no such file: {args.input!r}")
+    items = read_batch_input(args.input, _decode_request)
+    backend, label = _backend(args)
+    store = _open_store(args)
+    show = None if args.no_progress else ProgressLine(sys.stderr, live=sys.stderr.isatty())
+    try:
+        progress = run_batch(
+            backend,
+            items,
+            args.output,
+            concurrency=args.concurrency,
+            retry_failed=args.retry_failed,
+            on_progress=show,
+            store=store,
+            backend_name=label,
+        )
+    finally:
+        backend.close()
+        if store is not None:
+            store.close()
+    if show is not None:
+        show(progress, final=True)
+    sys.stderr.write(
+        f"batch: {progress.done} answered, {progress.failed} failed, {progress.skipped} already "
+        f"done, in {progress.elapsed:.1f}s; results in {args.output}\n"
+    )
+    if progress.failed:
+        sys.stderr.write(
+            "batch: failed requests have their error on their line; "
+            "run again with --retry-failed to retry them\n"
+        )
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``chatlane demo``."""
+    from chatlane.demo import run
+
+    return run(sys.stdout)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

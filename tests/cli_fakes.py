@@ -1,0 +1,94 @@
+"""Backends and tools that the command-line tests load with ``--backend`` / ``--tool``.
+
+They are named ``tests/cli_fakes.py:NAME`` on the command line, as a user names their own.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from chatlane import ChatRequest, Fake, Usage
+from chatlane.errors import RateLimited
+from chatlane.events import Finished, TextDelta, UsageReported
+from chatlane.response import FinishReason
+
+MANY = 10_000
+
+
+def _last_user(request: ChatRequest) -> str:
+    return next(m.text for m in reversed(request.messages) if m.role.value == "user")
+
+
+def _echo(request: ChatRequest) -> str:
+    system = next((m.text for m in request.messages if m.role.value == "system"), None)
+    prefix = f"[{system}] " if system else ""
+    return f"{prefix}echo: {_last_user(request)}"
+
+
+def echo() -> Fake:
+    """Answers every request with ``echo: <the last user message>`` (system prompt first)."""
+    return Fake([_echo] * MANY, model="echo-1")
+
+
+def slow_echo() -> Fake:
+    """`echo`, but each event takes ``$FAKE_DELAY`` seconds (default 0.05)."""
+    return Fake([_echo] * MANY, model="echo-1", delay=float(os.environ.get("FAKE_DELAY", "0.05")))
+
+
+def _count_turns(request: ChatRequest) -> str:
+    turns = sum(1 for m in request.messages if m.role.value == "user")
+    return f"turn {turns}: {_last_user(request)}"
+
+
+def turns() -> Fake:
+    """Says how many user messages the conversation holds: shows that history is sent."""
+    return Fake([_count_turns] * MANY, model="turns-1")
+
+
+def _flaky(request: ChatRequest) -> Any:
+    text = _last_user(request)
+    if "fail" in text:
+        return RateLimited("429 Too Many Requests: slow down", status_code=429, body="slow down")
+    return f"ok: {text}"
+
+
+def flaky() -> Fake:
+    """Fails with a rate limit for prompts containing 'fail', else answers ``ok: <prompt>``."""
+    return Fake([_flaky] * MANY, model="flaky-1")
+
+
+def _city(request: ChatRequest) -> str:
+    return '{"name": "Heidelberg", "population": 160000}'
+
+
+def city() -> Fake:
+    """Answers with a JSON city."""
+    return Fake([_city] * MANY, model="city-1")
+
+
+def _broken(request: ChatRequest) -> list[Any]:
+    from chatlane.errors import ConnectError
+
+    return [TextDelta("Half an ans"), ConnectError("connection reset by peer")]
+
+
+def broken() -> Fake:
+    """Streams a few words, then the connection breaks."""
+    return Fake([_broken] * MANY, model="broken-1")
+
+
+def _usage_only(request: ChatRequest) -> list[Any]:
+    return [
+        TextDelta("counted"),
+        Finished(FinishReason.STOP),
+        UsageReported(Usage(7, 3, 10)),
+    ]
+
+
+def counted() -> Fake:
+    """Answers ``counted`` and reports 7 prompt and 3 completion tokens."""
+    return Fake([_usage_only] * MANY, model="counted-1")
+
+
+not_a_backend = 42
