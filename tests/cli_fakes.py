@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from chatlane import ChatRequest, Fake, Usage
+from chatlane.backends.fake import Fake
 from chatlane.errors import RateLimited
 from chatlane.events import Finished, TextDelta, UsageReported
-from chatlane.response import FinishReason
+from chatlane.request import ChatRequest
+from chatlane.response import FinishReason, Usage
 
 MANY = 10_000
 

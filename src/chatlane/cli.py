@@ -211,25 +211,31 @@ def build_parser() -> argparse.ArgumentParser:
         "(CHATLANE_LOG=off turns it off).",
     )
     _add_log_options(logs, allow_off=False)
-    logs_commands = logs.add_subparsers(dest="logs_command", metavar="ACTION")
-    logs_list = logs_commands.add_parser(
-        "list", help="the latest conversations (the default)", parents=[common]
+    logs.add_argument("-n", "--limit", type=int, default=20, help="how many to list (20)")
+    logs.add_argument("--json", action="store_true", help="print JSON")
+    # The actions repeat the options so they may come last; SUPPRESS keeps an action's
+    # default from overwriting what was given before it.
+    logs_options = argparse.ArgumentParser(add_help=False)
+    logs_options.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
     )
-    logs_list.add_argument("-n", "--limit", type=int, default=20, help="how many (20)")
-    logs_list.add_argument("--json", action="store_true", help="print JSON")
-    logs_show = logs_commands.add_parser("show", help="one conversation in full", parents=[common])
+    logs_options.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    limit = argparse.ArgumentParser(add_help=False)
+    limit.add_argument("-n", "--limit", type=int, default=argparse.SUPPRESS, help="how many (20)")
+    logs_commands = logs.add_subparsers(dest="logs_command", metavar="ACTION")
+    logs_commands.add_parser(
+        "list", help="the latest conversations (the default)", parents=[common, logs_options, limit]
+    )
+    logs_show = logs_commands.add_parser(
+        "show", help="one conversation in full", parents=[common, logs_options]
+    )
     logs_show.add_argument("id", metavar="ID", help="an id, a unique prefix, or 'last'")
-    logs_show.add_argument("--json", action="store_true", help="print JSON")
     logs_search = logs_commands.add_parser(
-        "search", help="conversations containing a text", parents=[common]
+        "search", help="conversations containing a text", parents=[common, logs_options, limit]
     )
     logs_search.add_argument("text", metavar="TEXT")
-    logs_search.add_argument("-n", "--limit", type=int, default=20, help="how many (20)")
-    logs_search.add_argument("--json", action="store_true", help="print JSON")
-    logs_commands.add_parser("path", help="print where the log is", parents=[common])
-    for p in (logs_list, logs_show, logs_search):
-        p.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    logs.set_defaults(handler=cmd_logs, limit=20, json=False)
+    logs_commands.add_parser("path", help="print where the log is", parents=[common, logs_options])
+    logs.set_defaults(handler=cmd_logs)
 
     batch = command(
         "batch",
@@ -331,8 +337,8 @@ def _backend(args: argparse.Namespace) -> tuple[Backend, str]:
     }
     settings = resolve_settings(options)
     backend, label = make_backend(settings)
-    if settings.model is not None and backend.model is None:
-        backend.model = settings.model
+    if settings.model is not None:
+        backend.model = settings.model  # asked for by name: it wins over the backend's default
     return backend, label
 
 

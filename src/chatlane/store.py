@@ -420,7 +420,8 @@ class Store:
         """The most recently updated conversations, newest first."""
         with self._lock:
             rows = self._db.execute(
-                self._SUMMARY + " GROUP BY c.id ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
+                self._SUMMARY
+                + " GROUP BY c.id ORDER BY c.updated_at DESC, max(k.id) DESC, c.rowid DESC LIMIT ?",
                 (limit,),
             ).fetchall()
         return [ConversationSummary(*row) for row in rows]
@@ -434,7 +435,7 @@ class Store:
                 self._SUMMARY + " WHERE c.id IN (SELECT conversation_id FROM calls"
                 " WHERE prompt_text LIKE ?1 ESCAPE '\\' OR response_text LIKE ?1 ESCAPE '\\')"
                 " OR c.title LIKE ?1 ESCAPE '\\'"
-                " GROUP BY c.id ORDER BY c.updated_at DESC, c.id DESC LIMIT ?2",
+                " GROUP BY c.id ORDER BY c.updated_at DESC, max(k.id) DESC, c.rowid DESC LIMIT ?2",
                 (pattern, limit),
             ).fetchall()
         return [ConversationSummary(*row) for row in rows]
