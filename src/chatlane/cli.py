@@ -429,13 +429,21 @@ class Conversation:
     def ask(self, text: str, out: TextIO | None, *, notes: TextIO | None = None) -> ChatResponse:
         """Add the user's message and get the answer, streaming its text to ``out``; with
         tools, run the agent loop until the model answers. Every model call is logged."""
+        from chatlane.errors import StreamInterrupted
         from chatlane.messages import user
 
+        before = len(self.messages)
         self.messages.append(user(text))
-        request = self.backend.request(self.messages, tools=self.tools or None, **self.params)
-        if self.tools:
-            return self._agent(request, out, notes)
-        response = self._call(request, out)
+        try:
+            request = self.backend.request(self.messages, tools=self.tools or None, **self.params)
+            if self.tools:
+                return self._agent(request, out, notes)
+            response = self._call(request, out)
+        except (StreamInterrupted, KeyboardInterrupt):
+            raise  # the partial answer is part of the conversation now
+        except Exception:
+            del self.messages[before:]  # unanswered: the user may send it again (it is logged)
+            raise
         self.messages.append(response.message)
         return response
 
@@ -627,7 +635,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     conversation = _conversation(args)
     out = sys.stdout
-    if sys.stdin.isatty():
+    interactive = sys.stdin.isatty()
+    if interactive:
         import contextlib
 
         with contextlib.suppress(ImportError):  # line editing and history where available
@@ -643,9 +652,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     out.flush()
 
     def read(prompt: str) -> str:
-        out.write(prompt)
-        out.flush()
-        line = sys.stdin.readline()
+        if interactive:
+            return input(prompt)
+        line = sys.stdin.readline()  # piped input: no prompts in the output
         if not line:
             raise EOFError
         return line.rstrip("\n")
