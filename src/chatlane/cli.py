@@ -48,9 +48,11 @@ output lines: {"id": "q1", "line": 1, "response": {...}} or {"id": ..., "error":
   appended as each request finishes; run the same command again to resume.""",
 }
 
-BACKEND_HELP = """backend (else $CHATLANE_BASE_URL, $CHATLANE_COMPLETION_URL, $CHATLANE_GGUF,
-$CHATLANE_BACKEND, ... or the config file $CHATLANE_CONFIG / ~/.config/chatlane/config.toml;
-the API key comes from $CHATLANE_API_KEY or $OPENAI_API_KEY, never the command line)"""
+BACKEND_HELP = """Give one of --base-url, --completion-url, --gguf or --backend. Without any,
+chatlane reads $CHATLANE_BACKEND, $CHATLANE_BASE_URL, $CHATLANE_COMPLETION_URL or $CHATLANE_GGUF
+(and $CHATLANE_MODEL, $CHATLANE_DIALECT, ...), then the config file ($CHATLANE_CONFIG, else
+~/.config/chatlane/config.toml, with the same names in lower case). The API key comes from
+$CHATLANE_API_KEY or $OPENAI_API_KEY (or the config file), never from the command line."""
 
 
 # ---------------------------------------------------------------- parser
@@ -261,6 +263,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+REFERENCE_HEADER = """# The chatlane command line
+
+Every command and option, as `--help` prints them. This file is generated from the code
+(`python -c "from chatlane.cli import cli_reference; print(cli_reference(), end='')" > docs/cli.md`)
+and a test fails when it drifts. See the README for examples with real output.
+"""
+
+
+def cli_reference(width: int = 100) -> str:
+    """The help of every command and subcommand as Markdown (what docs/cli.md holds)."""
+    import functools
+
+    sections = [REFERENCE_HEADER]
+
+    def visit(parser: argparse.ArgumentParser) -> None:
+        parser.formatter_class = functools.partial(parser.formatter_class, width=width)  # type: ignore[call-arg]
+        sections.append(f"\n## {parser.prog}\n\n```text\n{parser.format_help().rstrip()}\n```\n")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in dict.fromkeys(action.choices.values()):
+                    visit(child)
+
+    visit(build_parser())
+    return "".join(sections)
 
 
 # ---------------------------------------------------------------- main
