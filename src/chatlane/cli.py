@@ -425,6 +425,8 @@ class Conversation:
         self.params = {k: v for k, v in (params or {}).items() if v is not None}
         self.messages: list[Message] = []
         self.id: str | None = None
+        self.last_run: Any = None
+        """The agent run of the last question, when tools were given."""
 
     def resume(self, id_or_prefix: str) -> LoggedConversation:
         """Take up a logged conversation where it stopped."""
@@ -465,7 +467,7 @@ class Conversation:
         try:
             request = self.backend.request(self.messages, tools=self.tools or None, **self.params)
             if self.tools:
-                return self._agent(request, out, notes)
+                return self._agent(request, out, notes)  # sets self.messages itself
             response = self._call(request, out)
         except (StreamInterrupted, KeyboardInterrupt):
             raise  # the partial answer is part of the conversation now
@@ -537,10 +539,96 @@ class Conversation:
     def _agent(
         self, request: ChatRequest, out: TextIO | None, notes: TextIO | None
     ) -> ChatResponse:
-        from chatlane._config import UnavailableError, optional_import
+        """Run the agent loop (chatlane.agent) on the conversation: stream each step's text,
+        note each tool run, and log every model call and tool run as it happens."""
+        from chatlane._config import optional_import
+        from chatlane.errors import ChatlaneError
 
-        optional_import("chatlane.agent", "run", "--tool needs the agent loop")
-        raise UnavailableError("--tool: the agent loop is not wired to the command line yet")
+        run_stream = optional_import("chatlane.agent", "run_stream", "--tool needs the agent loop")
+        agent_error = optional_import("chatlane.agent", "AgentError", "--tool needs the agent loop")
+        requests: dict[int, ChatRequest] = {}
+        started: dict[int, float] = {}
+        first: dict[int, float] = {}
+        calls: dict[int, int | None] = {}
+        step = 0
+        wrote_text = False
+
+        def note(text: str) -> None:
+            nonlocal wrote_text
+            if notes is None:
+                return
+            if wrote_text and notes is out:
+                notes.write("\n")
+            wrote_text = False
+            notes.write(text + "\n")
+            notes.flush()
+
+        stream = run_stream(self.backend, list(request.messages), tools=self.tools, **self.params)
+        try:
+            for event in stream:
+                kind = event.kind
+                if kind == "step_started":
+                    step = event.step
+                    requests[step] = event.request
+                    started[step] = time.monotonic()
+                elif kind in ("text_delta", "reasoning_delta", "tool_call_started"):
+                    first.setdefault(step, time.monotonic() - started.get(step, 0.0))
+                    if kind == "text_delta" and out is not None and event.choice == 0:
+                        out.write(event.text)
+                        out.flush()
+                        wrote_text = True
+                elif kind == "step_finished":
+                    calls[event.step] = self._log(
+                        requests[event.step],
+                        event.response,
+                        None,
+                        time.monotonic() - started[event.step],
+                        first.get(event.step),
+                    )
+                elif kind == "tool_run_started":
+                    note(f"[calling {event.call.name}({event.call.raw_arguments})]")
+                elif kind == "tool_run_finished":
+                    run = event.run
+                    shown = run.content if len(run.content) <= 200 else run.content[:199] + "…"
+                    note(f"[{run.call.name} {run.status}: {shown}]")
+                    call_id = calls.get(run.step)
+                    if self.store is not None and call_id is not None:
+                        self.store.log_tool_run(
+                            call_id,
+                            tool_call_id=run.call.id,
+                            name=run.call.name,
+                            arguments=run.call.raw_arguments,
+                            result=run.content if run.ok else None,
+                            error=None if run.ok else f"{run.status}: {run.content}",
+                            duration=run.duration,
+                        )
+                elif kind == "output_rejected":
+                    again = "; asking again" if event.retry else ""
+                    note(f"[the answer does not fit the schema: {_one_line(event.error)}{again}]")
+        except agent_error as e:
+            cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
+            if step and step not in calls:
+                self._log(
+                    requests[step],
+                    getattr(cause, "partial", None),
+                    cause,
+                    time.monotonic() - started[step],
+                    first.get(step),
+                )
+            raise
+        except KeyboardInterrupt:
+            stream.close()
+            self.messages = list(stream.result.messages)
+            raise
+        result = stream.result
+        self.messages = list(result.messages)
+        self.last_run = result
+        if result.response is None:
+            raise ChatlaneError(f"the agent run ended without a model call: {result.detail}")
+        if not result.completed:
+            note(f"[the run ended early: {result.detail}]")
+        response: ChatResponse = result.response
+        return response
 
 
 def _conversation(args: argparse.Namespace) -> Conversation:
@@ -572,6 +660,8 @@ def _conversation(args: argparse.Namespace) -> Conversation:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``chatlane run``."""
+    from chatlane._records import usage_to_dict
+
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         raise UsageError("the prompt is empty")
@@ -589,6 +679,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         conversation.backend.close()
     if args.json:
         out = _response_json(response, conversation.id)
+        run = conversation.last_run
+        if run is not None:
+            out["steps"] = run.steps
+            out["stop_reason"] = str(run.stop_reason)
+            out["tool_runs"] = [
+                {
+                    "name": r.call.name,
+                    "arguments": r.call.arguments,
+                    "status": r.status,
+                    "result": r.content,
+                }
+                for r in run.tool_runs
+            ]
+            out["usage"] = usage_to_dict(run.usage)
         if response.response_format is not None:
             out["parsed"] = _parsed_json(response)
         sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
