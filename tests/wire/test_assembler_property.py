@@ -20,9 +20,9 @@ from chatlane.wire.sse import SSEDecoder
 
 _text = st.text(max_size=40)
 _arguments = st.one_of(
-    st.dictionaries(st.text(max_size=6), st.one_of(st.integers(), _text, st.booleans()), max_size=3).map(
-        lambda d: json.dumps(d, ensure_ascii=bool(len(d) % 2))
-    ),
+    st.dictionaries(
+        st.text(max_size=6), st.one_of(st.integers(), _text, st.booleans()), max_size=3
+    ).map(lambda d: json.dumps(d, ensure_ascii=bool(len(d) % 2))),
     st.just(""),
     _text,  # not JSON at all: kept, never raised
 )
@@ -46,7 +46,10 @@ def _choices(draw: st.DrawFn) -> list[dict[str, Any]]:
         if len(set(ids)) != len(ids):  # ids are unique within a message
             for j, c in enumerate(calls):
                 c["id"] = f"id{j}"
-        message: dict[str, Any] = {"role": "assistant", "content": draw(st.one_of(st.none(), _text))}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": draw(st.one_of(st.none(), _text)),
+        }
         if draw(st.booleans()):
             message["reasoning_content"] = draw(_text)
         if calls:
@@ -70,7 +73,11 @@ _usage = st.one_of(
             "completion_tokens": c,
             "total_tokens": p + c,
             **({"prompt_tokens_details": {"cached_tokens": cached}} if cached is not None else {}),
-            **({"completion_tokens_details": {"reasoning_tokens": reasoning}} if reasoning is not None else {}),
+            **(
+                {"completion_tokens_details": {"reasoning_tokens": reasoning}}
+                if reasoning is not None
+                else {}
+            ),
         },
         st.integers(0, 10_000),
         st.integers(0, 10_000),
@@ -95,18 +102,28 @@ def _deltas(draw: st.DrawFn, choice: dict[str, Any]) -> list[dict[str, Any]]:
     message = choice["message"]
     entries: list[dict[str, Any]] = []
     if draw(st.booleans()):
-        entries.append({"index": index, "delta": {"role": "assistant", "content": draw(st.sampled_from(["", None]))}})
+        entries.append(
+            {
+                "index": index,
+                "delta": {"role": "assistant", "content": draw(st.sampled_from(["", None]))},
+            }
+        )
     for piece in _split(draw, message.get("reasoning_content", "")):
         entries.append({"index": index, "delta": {"reasoning_content": piece}})
     for piece in _split(draw, message["content"] or ""):
         entries.append({"index": index, "delta": {"content": piece}})
     repeat_ids = draw(st.booleans())
     for position, call in enumerate(message.get("tool_calls", [])):
-        head: dict[str, Any] = {"index": position, "type": "function", "function": {"name": call["function"]["name"]}}
+        head: dict[str, Any] = {
+            "index": position,
+            "type": "function",
+            "function": {"name": call["function"]["name"]},
+        }
         if "id" in call:
             head["id"] = call["id"]
         pieces = _split(draw, call["function"]["arguments"])
-        if pieces and draw(st.booleans()):
+        first_piece_with_name: bool = draw(st.booleans())
+        if pieces and first_piece_with_name:
             head["function"]["arguments"] = pieces.pop(0)
         else:
             head["function"]["arguments"] = ""
@@ -120,7 +137,8 @@ def _deltas(draw: st.DrawFn, choice: dict[str, Any]) -> list[dict[str, Any]]:
     if not entries:  # a stream has at least one chunk per choice it answers
         entries.append({"index": index, "delta": {"role": "assistant"}})
     if choice["finish_reason"] is not None:
-        if entries and draw(st.booleans()):
+        on_last: bool = draw(st.booleans())
+        if on_last:
             entries[-1]["finish_reason"] = choice["finish_reason"]  # content on the finish chunk
         else:
             entries.append({"index": index, "delta": {}, "finish_reason": choice["finish_reason"]})
@@ -142,10 +160,17 @@ def responses_and_chunks(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str
         body["usage"] = usage
     queues = [draw(_deltas(c)) for c in choices]
     chunks: list[dict[str, Any]] = []
-    top = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "llama"}
+    top = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "llama",
+    }
     while any(queues):
         live = [q for q in queues if q]
-        picked = draw(st.lists(st.sampled_from(range(len(live))), min_size=1, max_size=2, unique=True))
+        picked = draw(
+            st.lists(st.sampled_from(range(len(live))), min_size=1, max_size=2, unique=True)
+        )
         chunks.append({**top, "choices": [live[i].pop(0) for i in picked]})
     if usage is not None:
         where = draw(st.sampled_from(["final", "last", "every"]))
@@ -155,7 +180,11 @@ def responses_and_chunks(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str
             chunks[-1]["usage"] = usage
         else:
             for c in chunks[:-1]:
-                c["usage"] = {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": 0, "total_tokens": 0}
+                c["usage"] = {
+                    "prompt_tokens": usage["prompt_tokens"],
+                    "completion_tokens": 0,
+                    "total_tokens": 0,
+                }
             chunks[-1]["usage"] = usage
     return body, chunks
 
@@ -181,7 +210,9 @@ def test_through_sse_bytes_split_anywhere(
     case: tuple[dict[str, Any], list[dict[str, Any]]], data: st.DataObject
 ) -> None:
     body, chunks = case
-    stream = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    stream = (
+        b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    )
     cuts = sorted(data.draw(st.sets(st.integers(0, len(stream)), max_size=20)))
     decoder, assembler, events = SSEDecoder(), StreamAssembler(), []
     for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):

@@ -33,7 +33,9 @@ def run(*chunks: dict[str, Any]) -> list[ChatEvent]:
     return events + assembler.finish()
 
 
-def choice(delta: dict[str, Any] | None = None, finish: str | None = None, index: int = 0) -> dict[str, Any]:
+def choice(
+    delta: dict[str, Any] | None = None, finish: str | None = None, index: int = 0
+) -> dict[str, Any]:
     out: dict[str, Any] = {"index": index, "delta": delta if delta is not None else {}}
     if finish is not None:
         out["finish_reason"] = finish
@@ -223,7 +225,9 @@ def test_empty_arguments_are_an_empty_object(arguments: str | None) -> None:
 
 
 def test_invalid_argument_json_is_kept_visible_not_raised() -> None:
-    events = run(calls_chunk(tc(index=0, id="a", name="f", arguments='{"a": ')), chunk(choice({}, "stop")))
+    events = run(
+        calls_chunk(tc(index=0, id="a", name="f", arguments='{"a": ')), chunk(choice({}, "stop"))
+    )
     (call,) = done_calls(events)
     assert call.raw_arguments == '{"a": '
     assert not call.valid
@@ -232,16 +236,29 @@ def test_invalid_argument_json_is_kept_visible_not_raised() -> None:
 
 def test_content_and_tool_calls_in_the_same_chunk() -> None:
     events = run(
-        chunk(choice({"content": "Let me check.", "tool_calls": [tc(index=0, id="a", name="f", arguments="{}")]})),
+        chunk(
+            choice(
+                {
+                    "content": "Let me check.",
+                    "tool_calls": [tc(index=0, id="a", name="f", arguments="{}")],
+                }
+            )
+        ),
         chunk(choice({}, "tool_calls")),
     )
-    assert events[:3] == [TextDelta("Let me check."), ToolCallStarted(0, "a", "f"), ToolCallDelta(0, "{}")]
+    assert events[:3] == [
+        TextDelta("Let me check."),
+        ToolCallStarted(0, "a", "f"),
+        ToolCallDelta(0, "{}"),
+    ]
 
 
 def test_content_and_arguments_on_the_finish_chunk() -> None:
     events = run(
         calls_chunk(tc(index=0, id="a", name="f", arguments='{"a":')),
-        chunk(choice({"content": "tail", "tool_calls": [tc(index=0, arguments="1}")]}, "tool_calls")),
+        chunk(
+            choice({"content": "tail", "tool_calls": [tc(index=0, arguments="1}")]}, "tool_calls")
+        ),
     )
     assert events == [
         ToolCallStarted(0, "a", "f"),
@@ -386,7 +403,9 @@ def test_stop_reason_of_vllm_is_the_stop_sequence() -> None:
 
 
 def test_arguments_sent_as_an_object_are_kept_as_json_text() -> None:
-    events = run(calls_chunk(tc(index=0, id="a", name="f", arguments={"x": 1})), chunk(choice({}, "stop")))
+    events = run(
+        calls_chunk(tc(index=0, id="a", name="f", arguments={"x": 1})), chunk(choice({}, "stop"))
+    )
     assert done_calls(events)[0].arguments == {"x": 1}
 
 
