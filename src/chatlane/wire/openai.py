@@ -684,7 +684,7 @@ class StreamAssembler:
 
     def feed(self, chunk: Mapping[str, Any]) -> list[ChatEvent]:
         """The events one chunk yields (raises `ParseError` for a chunk that is not one)."""
-        if not isinstance(chunk, Mapping):
+        if type(chunk) is not dict and not isinstance(chunk, Mapping):
             raise _fail(f"a stream chunk must be a JSON object, got {type(chunk).__name__}", chunk)
         events: list[ChatEvent] = []
         if not self._started and ("id" in chunk or "model" in chunk):
@@ -703,7 +703,7 @@ class StreamAssembler:
             if not isinstance(raw_choices, list):
                 raise _fail("a stream chunk's 'choices' is not a list", chunk)
             for position, raw in enumerate(raw_choices):
-                if not isinstance(raw, Mapping):
+                if type(raw) is not dict and not isinstance(raw, Mapping):
                     raise _fail(f"choices[{position}] of a stream chunk is not an object", chunk)
                 self._feed_choice(raw, position, chunk, events)
         elif raw_choices is None and "error" in chunk:
@@ -742,7 +742,7 @@ class StreamAssembler:
             # Some servers put a whole message in the last chunk instead of a delta.
             delta = raw.get("message")
         if delta:
-            if not isinstance(delta, Mapping):
+            if type(delta) is not dict and not isinstance(delta, Mapping):
                 raise _fail(f"choices[{position}].delta of a stream chunk is not an object", chunk)
             reasoning = delta.get("reasoning_content")
             if reasoning is None:
@@ -779,14 +779,14 @@ class StreamAssembler:
     ) -> None:
         unkeyed_in_chunk = 0
         for raw in deltas:
-            if not isinstance(raw, Mapping):
+            if type(raw) is not dict and not isinstance(raw, Mapping):
                 raise _fail("a tool-call delta is not an object", chunk)
             function = raw.get("function") or _EMPTY
-            if not isinstance(function, Mapping):
+            if type(function) is not dict and not isinstance(function, Mapping):
                 raise _fail("a tool-call delta's 'function' is not an object", chunk)
             name = function.get("name")
             arguments = function.get("arguments")
-            if isinstance(arguments, Mapping):
+            if type(arguments) is not str and isinstance(arguments, Mapping):
                 arguments = json.dumps(arguments, ensure_ascii=False)
             elif arguments is not None and not isinstance(arguments, str):
                 raise _fail("a tool-call delta's arguments are neither text nor an object", chunk)
