@@ -20,7 +20,7 @@ from chatlane.messages import (
     tool_result,
     user,
 )
-from chatlane.request import ChatRequest, ResponseFormat
+from chatlane.request import ChatRequest, ResponseFormat, StreamOptions
 from chatlane.response import FinishReason, Usage
 from chatlane.tools import Tool
 from chatlane.wire.openai import (
@@ -133,6 +133,15 @@ def test_openai_body() -> None:
         "user": "u1",
     }
     json.dumps(body)  # everything in it is JSON
+
+
+def test_stream_options() -> None:
+    request = ChatRequest((user("hi"),))
+    assert "stream" not in encode_request(request)
+    assert encode_request(request, stream=StreamOptions(include_usage=False))["stream_options"] == {
+        "include_usage": False
+    }
+    assert encode_request(request, stream=True)["stream_options"] == {"include_usage": True}
 
 
 def test_the_token_limit_field_of_each_dialect() -> None:

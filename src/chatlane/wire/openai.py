@@ -43,7 +43,7 @@ from chatlane.events import (
     UsageReported,
 )
 from chatlane.messages import Image, Message, Part, Role, Text, ToolCall
-from chatlane.request import ChatRequest, ResponseFormat
+from chatlane.request import ChatRequest, ResponseFormat, StreamOptions
 from chatlane.response import ChatResponse, Choice, FinishReason, Usage
 from chatlane.tools import Tool
 
@@ -89,14 +89,15 @@ def call_id(index: int) -> str:
 
 
 def encode_request(
-    request: ChatRequest, dialect: str = "openai", *, stream: bool = False
+    request: ChatRequest, dialect: str = "openai", *, stream: bool | StreamOptions = False
 ) -> dict[str, Any]:
     """The JSON body of a ``/chat/completions`` request in the given dialect.
 
     Args:
         request: the request to send.
         dialect: one of `DIALECTS`.
-        stream: ask for a streamed response (with usage reported at its end).
+        stream: ask for a streamed response: ``True`` reports usage at its end, a
+            `StreamOptions` says whether to.
 
     Raises:
         InputError: the dialect is unknown, or the request uses a setting the dialect has no
@@ -123,9 +124,10 @@ def encode_request(
                 "extra={'top_k': ...} if your server knows it"
             )
         body["top_k"] = request.top_k
-    if stream:
+    if stream is not False:
+        options = stream if isinstance(stream, StreamOptions) else StreamOptions()
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        body["stream_options"] = {"include_usage": options.include_usage}
     if request.steering_concepts:
         if dialect != "aleph-alpha" and "steering_concepts" not in request.extra:
             raise InputError(
