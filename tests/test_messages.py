@@ -260,3 +260,9 @@ def test_empty_arguments_are_an_empty_object() -> None:
 def test_tool_call_name_must_be_text() -> None:
     with pytest.raises(MessageError, match="name must be a str"):
         ToolCall("c", None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["tool_call_id", "name", "reasoning"])
+def test_message_text_fields_must_be_text(field: str) -> None:
+    with pytest.raises(MessageError, match=f"a message's {field} must be a str, got int"):
+        Message(Role.ASSISTANT, "x", **{field: 1})  # type: ignore[arg-type]

@@ -160,3 +160,24 @@ def test_strict_schema_of_a_format() -> None:
     assert strict is not None
     assert strict["additionalProperties"] is False
     assert ResponseFormat.json_object().strict_schema() is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_tokens", "10", "max_tokens must be an integer, got str '10'"),
+        ("max_tokens", True, "max_tokens must be an integer, got bool"),
+        ("temperature", "hot", "temperature must be a number"),
+        ("top_k", 2.5, "top_k must be an integer"),
+        ("model", 3, "model must be a string"),
+        ("parallel_tool_calls", "yes", "parallel_tool_calls must be true or false"),
+        ("stop", 5, "stop must be a string or a sequence of strings"),
+        ("stop", ["a", 1], "stop must be a string or a sequence of strings"),
+        ("steering_concepts", [1], "steering_concepts must be a sequence"),
+        ("extra", [("a", 1)], "extra must be a dict of body fields, got list"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_named(field: str, value: object, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        ChatRequest((user("t"),), **{field: value})  # type: ignore[arg-type]
+    assert ChatRequest((user("t"),), temperature=1).temperature == 1

@@ -189,7 +189,7 @@ def responses_and_chunks(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str
     return body, chunks
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(responses_and_chunks())
 def test_streamed_events_accumulate_to_the_decoded_response(
     case: tuple[dict[str, Any], list[dict[str, Any]]],

@@ -364,8 +364,11 @@ def _decode_request_message(raw: Any, i: int) -> Message:
         raise MessageError(
             f"messages[{i}].content must be a string or a list of parts, got {type(content).__name__}"
         )
+    raw_calls = raw.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise MessageError(f"messages[{i}].tool_calls must be a list")
     calls: list[ToolCall] = []
-    for j, call in enumerate(raw.get("tool_calls") or []):
+    for j, call in enumerate(raw_calls):
         calls.append(_decode_tool_call(call, j, f"messages[{i}].tool_calls[{j}]", MessageError))
     reasoning = raw.get("reasoning_content") or raw.get("reasoning")
     return Message(
