@@ -321,3 +321,50 @@ def test_special_tokens_are_module_constants() -> None:
     assert llama3.PYTHON_TAG == 128010
     assert Llama3().tokenizer.encode("hello") == [15339]
     assert json.loads(json.dumps(list(Llama3().render([user("x")]).tokens)))
+
+
+@settings(max_examples=50, deadline=None)
+@given(text=tricky, profile=st.sampled_from(["meta", "hf"]))
+def test_render_text_is_the_prompt_text(text: str, profile: str) -> None:
+    call = ToolCall("a", "get_weather", {"city": text})
+    messages = (user(text), assistant("", [call]), tool_result(call, text), assistant(text))
+    fmt = Llama3(profile=profile)  # type: ignore[arg-type]
+    request = ChatRequest(messages, tools=(WEATHER,))
+    fresh = Llama3(profile=profile)  # type: ignore[arg-type]
+    assert fmt.render_text(request) == fmt.render(request).text == fresh.render_text(request)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(1, 8), st.booleans(), st.booleans()), min_size=1, max_size=6
+    ),
+    profile=st.sampled_from(["meta", "hf"]),
+)
+def test_one_formatter_renders_like_a_fresh_one(
+    steps: list[tuple[int, bool, bool]], profile: str
+) -> None:
+    # Conversations that grow, shrink, change tools or end in a prefill, one after another
+    # on the same Llama3: every prompt equals a fresh Llama3's.
+    call = ToolCall("a", "get_weather", {"city": "Paris"})
+    pool = [
+        system("s"),
+        user("u1"),
+        assistant("", [call]),
+        tool_result(call, "sunny"),
+        assistant("a1"),
+        user("u2"),
+        assistant("a2"),
+        user("u3"),
+    ]
+    fmt = Llama3(profile=profile)  # type: ignore[arg-type]
+    for length, with_tools, as_text in steps:
+        messages = pool[: max(length, 2)]
+        if messages[-1].tool_calls:
+            messages = messages[:-1]
+        request = ChatRequest(tuple(messages), tools=(WEATHER,) if with_tools else ())
+        fresh = Llama3(profile=profile)  # type: ignore[arg-type]
+        if as_text:
+            assert fmt.render_text(request) == fresh.render_text(request)
+        else:
+            assert fmt.render(request) == fresh.render(request)

@@ -18,6 +18,7 @@ and every place where the references disagree.
 from __future__ import annotations
 
 import datetime as _dt
+import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,6 +85,38 @@ class _Rendered:
     tokens: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _State:
+    """The last conversation rendered, to extend it when it grows."""
+
+    messages: tuple[Message, ...]
+    tools: tuple[Tool, ...]
+    tool_choice: str | None
+    tokenize: bool
+    parts: tuple[_Rendered, ...]
+    """Every part but the closing assistant header."""
+    builtins: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _LastPrompt:
+    parts: list[_Rendered]
+    token_ends: list[int]
+    text_ends: list[int]
+    tokens: tuple[int, ...]
+    text: str
+
+
+def _same(a: object, b: object) -> bool:
+    # Cache owners are compared by identity (element by element for tuples): the cached
+    # objects are immutable, and identity is what makes a lookup cheap.
+    if a is b:
+        return True
+    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
+        return all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return False
+
+
 class Llama3:
     """The Llama 3.x prompt format (see the module docstring).
 
@@ -148,6 +181,13 @@ class Llama3:
         # Rendered messages by identity (messages are immutable): re-rendering a conversation
         # that grew by one turn tokenizes only the new turn.
         self._cache: dict[tuple[Any, ...], tuple[object, _Rendered]] = {}
+        self._last: _LastPrompt | None = None
+        self._state: _State | None = None
+        # id(message) -> (the message, how it was rendered, the rendering)
+        self._messages: dict[
+            int, tuple[Message, tuple[bool, bool, frozenset[str] | None], _Rendered]
+        ] = {}
+        self._fixed: dict[tuple[str, bool], _Rendered] = {}
 
     # -- the PromptFormat protocol -------------------------------------------------------
 
@@ -171,27 +211,103 @@ class Llama3:
         conversation ends with an assistant message, inside that message (prefill: the model
         continues it).
         """
+        parts = self._render(request, tokenize=True)
+        # The previous prompt's parts that this one starts with (the same objects, from the
+        # cache) are copied from the previous prompt in one slice; only new parts are joined.
+        last = self._last
+        k = 0
+        if last is not None:
+            old = last.parts
+            n = min(len(old), len(parts))
+            while k < n and old[k] is parts[k]:
+                k += 1
+        tokens: list[int] = []
+        texts: list[str] = []
+        for part in parts[k:]:
+            tokens.extend(part.tokens)
+            texts.append(part.text)
+        if k and last is not None:
+            token_tuple = last.tokens[: last.token_ends[k - 1]] + tuple(tokens)
+            text = last.text[: last.text_ends[k - 1]] + "".join(texts)
+        else:
+            token_tuple = tuple(tokens)
+            text = "".join(texts)
+        token_ends = last.token_ends[:k] if k and last is not None else []
+        text_ends = last.text_ends[:k] if k and last is not None else []
+        t_end = token_ends[-1] if token_ends else 0
+        x_end = text_ends[-1] if text_ends else 0
+        for part in parts[k:]:
+            t_end += len(part.tokens)
+            x_end += len(part.text)
+            token_ends.append(t_end)
+            text_ends.append(x_end)
+        self._last = _LastPrompt(parts, token_ends, text_ends, token_tuple, text)
+        return Prompt(text, token_tuple)
+
+    def render_text(self, request: ChatRequest | Sequence[Message]) -> str:
+        """The prompt's text alone (for servers that tokenize it themselves)."""
+        return "".join(p.text for p in self._render(request, tokenize=False))
+
+    def _render(
+        self, request: ChatRequest | Sequence[Message], *, tokenize: bool
+    ) -> list[_Rendered]:
         if not isinstance(request, ChatRequest):
             request = ChatRequest.coerce(request)
         messages = request.messages
-        _check_order(messages)
         tools = () if request.tool_choice == "none" else request.tools
-        prefill = messages[-1].role is Role.ASSISTANT
+        state = self._state
+        grown = (
+            state is not None
+            and len(messages) >= len(state.messages)
+            and state.tokenize == tokenize
+            and state.tool_choice == request.tool_choice
+            and len(tools) == len(state.tools)
+            and all(map(operator.is_, tools, state.tools))
+            and all(map(operator.is_, state.messages, messages))
+        )
+        _check_order(messages, len(state.messages) if grown and state else 0)
+        prefill = messages[-1].role is _ASSISTANT
         if prefill and messages[-1].tool_calls:
             raise MessageError(
                 "the conversation ends with an assistant's tool calls; add their results "
                 "(tool messages) before asking the model to go on"
             )
+        if grown and state is not None:
+            # The conversation grew from the last one rendered: render only the new turns.
+            out = list(state.parts)
+            self._render_messages(
+                out, messages[len(state.messages) :], prefill, tokenize, state.builtins
+            )
+            self._remember(
+                messages, tools, request.tool_choice, tokenize, out, state.builtins, prefill
+            )
+            if not prefill:
+                out.append(self._fixed_part("assistant", tokenize))
+            return out
         if self.profile == "meta":
-            parts = self._render_meta(messages, tools, request.tool_choice, prefill)
-        else:
-            parts = self._render_hf(messages, tools, request.tool_choice, prefill)
-        text: list[str] = []
-        tokens: list[int] = []
-        for part in parts:
-            text.append(part.text)
-            tokens.extend(part.tokens)
-        return Prompt("".join(text), tuple(tokens))
+            return self._render_meta(messages, tools, request.tool_choice, prefill, tokenize)
+        return self._render_hf(messages, tools, request.tool_choice, prefill, tokenize)
+
+    def _remember(
+        self,
+        messages: tuple[Message, ...],
+        tools: Sequence[Tool],
+        tool_choice: str | None,
+        tokenize: bool,
+        parts: list[_Rendered],
+        builtins: frozenset[str] | None,
+        prefill: bool,
+    ) -> None:
+        # A conversation that ends with a prefill is not extended: its last message would
+        # be rendered differently (closed) in the next prompt.
+        has_turn = any(m.role is not _SYSTEM for m in messages)
+        self._state = (
+            None
+            if prefill or not has_turn
+            else _State(
+                tuple(messages), tuple(tools), tool_choice, tokenize, tuple(parts), builtins
+            )
+        )
 
     def render_completion(self, content: str | Sequence[str | Text | Image]) -> Prompt:
         """A base-model (text completion) prompt: ``<|begin_of_text|>`` and the content,
@@ -238,13 +354,17 @@ class Llama3:
 
     # -- encoding ------------------------------------------------------------------------
 
-    def _encode(self, pieces: Sequence[_Piece]) -> _Rendered:
+    def _encode(self, pieces: Sequence[_Piece], tokenize: bool = True) -> _Rendered:
         """Text and tokens of ``pieces``.
 
         meta: each text piece is tokenized on its own, as Meta's ChatFormat does (header role,
         ``\\n\\n``, content and each tool call separately). hf: the text between two special
         tokens is tokenized as one, as a tokenizer reading the template's output does.
         """
+        if not tokenize:
+            return _Rendered(
+                "".join(p if isinstance(p, str) else _SPECIAL_TEXT[p] for p in pieces), ()
+            )
         encode = self.tokenizer.encode
         text: list[str] = []
         tokens: list[int] = []
@@ -267,17 +387,25 @@ class Llama3:
             tokens.extend(encode("".join(pending)))
         return _Rendered("".join(text), tuple(tokens))
 
-    def _cached(self, key: tuple[Any, ...], owner: object, build: Any) -> _Rendered:
+    def _cached(self, key: tuple[Any, ...], owner: object, build: Any, tokenize: bool) -> _Rendered:
+        key = (*key, tokenize)
         hit = self._cache.get(key)
-        if hit is not None and hit[0] is owner:
+        if hit is not None and _same(hit[0], owner):
             return hit[1]
-        rendered = self._encode(build())
+        rendered = self._encode(build(), tokenize)
         if len(self._cache) >= _CACHE_SIZE:
             # Drop the oldest half: conversations that moved on.
             for old in list(self._cache)[: _CACHE_SIZE // 2]:
-                del self._cache[old]
+                self._cache.pop(old, None)
         self._cache[key] = (owner, rendered)
         return rendered
+
+    def _fixed_part(self, name: str, tokenize: bool) -> _Rendered:
+        part = self._fixed.get((name, tokenize))
+        if part is None:
+            pieces = [BEGIN_OF_TEXT] if name == "bos" else self._header(name)
+            part = self._fixed[(name, tokenize)] = self._encode(pieces, tokenize)
+        return part
 
     @staticmethod
     def _header(role: str) -> list[_Piece]:
@@ -294,6 +422,36 @@ class Llama3:
             date = _dt.date.today()
         return P.meta_date(date) if style == "meta" else P.hf_date(date)
 
+    def _render_messages(
+        self,
+        out: list[_Rendered],
+        messages: Sequence[Message],
+        prefill: bool,
+        tokenize: bool,
+        builtins: frozenset[str] | None,
+    ) -> None:
+        """Append each message's rendering, from the cache where the same message object was
+        rendered the same way before (this loop is what re-rendering a long conversation
+        costs, so it stays lean)."""
+        cache = self._messages
+        last = len(messages) - 1
+        for i, message in enumerate(messages):
+            how = (prefill and i == last, tokenize, builtins)
+            hit = cache.get(id(message))
+            if hit is not None and hit[0] is message and hit[1] == how:
+                out.append(hit[2])
+                continue
+            if builtins is None:
+                pieces = self._meta_message(message, how[0])
+            else:
+                pieces = self._hf_message(message, how[0], builtins)
+            rendered = self._encode(pieces, tokenize)
+            if len(cache) >= _CACHE_SIZE:
+                for old in list(cache)[: _CACHE_SIZE // 2]:
+                    cache.pop(old, None)
+            cache[id(message)] = (message, how, rendered)
+            out.append(rendered)
+
     # -- meta ----------------------------------------------------------------------------
 
     def _render_meta(
@@ -302,34 +460,34 @@ class Llama3:
         tools: Sequence[Tool],
         tool_choice: str | None,
         prefill: bool,
+        tokenize: bool,
     ) -> list[_Rendered]:
-        out = [self._encode([BEGIN_OF_TEXT])]
+        out = [self._fixed_part("bos", tokenize)]
         rest = list(messages)
         system_text: str | None = None
         system_msg: Message | None = None
         if rest and rest[0].role is Role.SYSTEM:
             system_msg = rest.pop(0)
             system_text = _text_only(system_msg, "a system message")
-        key = ("meta-preamble", system_text, tuple(id(t) for t in tools), tool_choice)
+        key = (
+            "meta-preamble",
+            system_text,
+            tuple(id(t) for t in tools),
+            tool_choice,
+            self._date_text("meta"),
+        )
         out.append(
             self._cached(
                 key,
                 (tuple(tools), system_msg),
                 lambda: self._meta_preamble(system_text, tools, tool_choice),
+                tokenize,
             )
         )
-        last = len(rest) - 1
-        for i, message in enumerate(rest):
-            continuing = prefill and i == last
-            out.append(
-                self._cached(
-                    ("meta", id(message), continuing),
-                    message,
-                    lambda m=message, c=continuing: self._meta_message(m, c),
-                )
-            )
+        self._render_messages(out, rest, prefill, tokenize, None)
+        self._remember(tuple(messages), tools, tool_choice, tokenize, out, None, prefill)
         if not prefill:
-            out.append(self._encode(self._header("assistant")))
+            out.append(self._fixed_part("assistant", tokenize))
         return out
 
     def _meta_preamble(
@@ -426,23 +584,65 @@ class Llama3:
         tools: Sequence[Tool],
         tool_choice: str | None,
         prefill: bool,
+        tokenize: bool,
     ) -> list[_Rendered]:
         rest = list(messages)
-        system_text = ""
-        if rest and rest[0].role is Role.SYSTEM:
-            system_text = _text_only(rest.pop(0), "a system message").strip()
+        system_msg = rest.pop(0) if rest and rest[0].role is Role.SYSTEM else None
         # The 3.1/3.3 templates know built-in tools by name; 3.2's lists them as functions.
         builtin_aware = self.version != "3.2"
         builtins = [t.name for t in tools if t.builtin] if builtin_aware else []
         custom = [t for t in tools if not (builtin_aware and t.builtin)]
-        has_custom = bool(custom)
+        first_msg: Message | None = None
+        if custom and self.tools_in == "user":
+            if not rest:
+                raise MessageError(
+                    "the Hugging Face templates put the tools into the first user message, "
+                    "and this conversation has none"
+                )
+            first_msg = rest.pop(0)
+        key = (
+            "hf-preamble",
+            id(system_msg),
+            id(first_msg),
+            tuple(id(t) for t in tools),
+            tool_choice,
+        )
+        out = [
+            self._cached(
+                key,
+                (system_msg, first_msg, tuple(tools)),
+                lambda: self._hf_preamble(
+                    system_msg, first_msg, tools, builtins, custom, tool_choice
+                ),
+                tokenize,
+            )
+        ]
+        builtin_set = frozenset(builtins)
+        self._render_messages(out, rest, prefill, tokenize, builtin_set)
+        self._remember(tuple(messages), tools, tool_choice, tokenize, out, builtin_set, prefill)
+        if not prefill:
+            out.append(self._fixed_part("assistant", tokenize))
+        return out
+
+    def _hf_preamble(
+        self,
+        system_msg: Message | None,
+        first_msg: Message | None,
+        tools: Sequence[Tool],
+        builtins: Sequence[str],
+        custom: Sequence[Tool],
+        tool_choice: str | None,
+    ) -> list[_Piece]:
+        system_text = (
+            "" if system_msg is None else _text_only(system_msg, "a system message").strip()
+        )
         sys = ""
-        if builtins or has_custom:
+        if builtins or custom:
             sys += "Environment: ipython\n"
         if builtins:
             sys += "Tools: " + ", ".join(n for n in builtins if n != "code_interpreter") + "\n\n"
         sys += f"{P.KNOWLEDGE_CUTOFF}\nToday Date: {self._date_text('hf')}\n\n"
-        if has_custom and self.tools_in == "system":
+        if custom and self.tools_in == "system":
             sys += (
                 "You have access to the following functions. To call a function, please "
                 "respond with JSON for a function call." + P.HF_TOOLS_INSTRUCTION
@@ -452,36 +652,17 @@ class Llama3:
         choice = P.tool_choice_prompt(tool_choice if tools else None)
         if choice:
             sys += ("\n\n" if system_text else "") + choice
-        out = [self._encode([BEGIN_OF_TEXT, *self._header("system"), sys, END_OF_TURN])]
-        if has_custom and self.tools_in == "user":
-            if not rest:
-                raise MessageError(
-                    "the Hugging Face templates put the tools into the first user message, "
-                    "and this conversation has none"
-                )
-            first = rest.pop(0)
+        pieces: list[_Piece] = [BEGIN_OF_TEXT, *self._header("system"), sys, END_OF_TURN]
+        if first_msg is not None:
             text = (
                 "Given the following functions, please respond with a JSON for a function call "
                 "with its proper arguments that best answers the given prompt.\n\n"
                 + P.HF_TOOLS_INSTRUCTION
                 + P.hf_tools_text(custom)
-                + _text_only(first, "the first user message").strip()
+                + _text_only(first_msg, "the first user message").strip()
             )
-            out.append(self._encode([*self._header("user"), text, END_OF_TURN]))
-        builtin_set = frozenset(builtins)
-        last = len(rest) - 1
-        for i, message in enumerate(rest):
-            continuing = prefill and i == last
-            out.append(
-                self._cached(
-                    ("hf", id(message), continuing, builtin_set),
-                    message,
-                    lambda m=message, c=continuing: self._hf_message(m, c, builtin_set),
-                )
-            )
-        if not prefill:
-            out.append(self._encode(self._header("assistant")))
-        return out
+            pieces += [*self._header("user"), text, END_OF_TURN]
+        return pieces
 
     def _hf_message(
         self, message: Message, continuing: bool, builtins: frozenset[str]
@@ -553,20 +734,31 @@ def _text_only(message: Message, what: str) -> str:
     return message.text
 
 
-def _check_order(messages: Sequence[Message]) -> None:
-    """Raise `MessageError` for a conversation no Llama prompt can express."""
+# Enum members as module constants: attribute access on an enum class is slow in 3.11, and
+# these checks run for every message of every render.
+_SYSTEM = Role.SYSTEM
+_TOOL = Role.TOOL
+_ASSISTANT = Role.ASSISTANT
+
+
+def _check_order(messages: Sequence[Message], start: int = 0) -> None:
+    """Raise `MessageError` for a conversation no Llama prompt can express (checking from
+    ``start``: the messages before it were checked in an earlier render)."""
     if not messages:
         raise MessageError("a Llama 3 prompt needs at least one message")
-    for i, message in enumerate(messages):
-        if message.role is Role.SYSTEM and i != 0:
+    previous: Message | None = messages[start - 1] if start else None
+    for i in range(start, len(messages)):
+        message = messages[i]
+        role = message.role
+        if role is _SYSTEM and i != 0:
             raise MessageError(
                 f"messages[{i}] is a system message; Llama 3 takes one system message, first"
             )
-        if message.role is Role.TOOL:
-            before = messages[i - 1] if i else None
-            if before is None or not (
-                before.role is Role.TOOL or (before.role is Role.ASSISTANT and before.tool_calls)
-            ):
-                raise MessageError(
-                    f"messages[{i}] is a tool result that follows no assistant tool call"
-                )
+        if role is _TOOL and (
+            previous is None
+            or not (previous.role is _TOOL or (previous.role is _ASSISTANT and previous.tool_calls))
+        ):
+            raise MessageError(
+                f"messages[{i}] is a tool result that follows no assistant tool call"
+            )
+        previous = message
