@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from chatlane.errors import InputError
 from chatlane.events import (
     ChatEvent,
     Finished,
@@ -168,6 +169,8 @@ class ToolCallStreamParser:
         """Take the next piece of raw output; return the events it completes."""
         if self._finished:
             raise RuntimeError("feed() after finish(): use a new parser for a new response")
+        if not isinstance(text, str):
+            raise InputError(f"the parser reads text (str), got {type(text).__name__}")
         events: list[ChatEvent] = []
         if text and not self._ended:
             self._run(text, events)
