@@ -465,3 +465,19 @@ def test_parser_refuses_use_after_finish() -> None:
 def test_bytes_are_refused_with_a_clear_error() -> None:
     with pytest.raises(InputError, match="got bytes"):
         parse_output(b"hello")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("before", "call"),
+    [
+        ("a <", '{"name": "get_weather", "parameters": {"city": "Paris"}}'),
+        ("{ ", '[get_weather(city="Paris")]'),
+        ("``", '<function=get_weather>{"city": "Paris"}</function>'),
+        ("[x ", '{"name": "get_weather", "parameters": {"city": "Paris"}}'),
+        ("<|python", '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}'),
+    ],
+)
+def test_a_call_right_after_a_false_start_is_still_found(before: str, call: str) -> None:
+    out = parse(before + call)
+    assert calls(out) == [("get_weather", {"city": "Paris"})]
+    assert out.content == before.strip()
