@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.test_cli import CLI, fake
+from test_cli import CLI, fake
 
 
 def test_a_killed_batch_resumes_and_answers_every_input_exactly_once(tmp_path: Path) -> None:

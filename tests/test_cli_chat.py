@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.test_cli import CLI, fake
+
+from test_cli import CLI, fake
 
 
 class Terminal:
