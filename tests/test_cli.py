@@ -372,19 +372,3 @@ def test_demo_runs(cli: CLI) -> None:
     out = cli.ok("demo")
     assert "[tool call done: get_weather" in out
     assert "It is 21 °C in Heidelberg right now." in out
-
-
-def test_render_and_parse_without_a_format_module_say_so(cli: CLI) -> None:
-    (cli.home / "conv.json").write_text(
-        json.dumps({"messages": [{"role": "user", "content": "hi"}]})
-    )
-    (cli.home / "raw.txt").write_text("Hello<|eot_id|>")
-    import importlib.util
-
-    if importlib.util.find_spec("chatlane.formats.llama3") is not None:
-        pytest.skip("the Llama 3 format is installed; test_cli_render covers it")
-    assert_one_line_error(cli("render", "conv.json"), 1, "prompt format")
-    assert_one_line_error(cli("parse", "raw.txt"), 1, "prompt format")
-    assert_one_line_error(
-        cli("render", "conv.json", "--format", "gpt9"), 2, "unknown format 'gpt9'"
-    )

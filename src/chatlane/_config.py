@@ -250,7 +250,11 @@ FORMAT_NAMES = ("llama3.1", "llama3.2", "llama3.3")
 
 
 def make_format(
-    name: str | None, profile: str | None = None, *, tool_format: str | None = None
+    name: str | None,
+    profile: str | None = None,
+    *,
+    tool_format: str | None = None,
+    date: str | None = None,
 ) -> PromptFormat:
     """The prompt format called ``name`` (default ``llama3.1``)."""
     name = (name or "llama3.1").lower()
@@ -258,13 +262,16 @@ def make_format(
     name = aliases.get(name, name)
     if name not in FORMAT_NAMES:
         raise UsageError(f"unknown format {name!r}; formats: {', '.join(FORMAT_NAMES)}")
-    llama3 = optional_import("chatlane.formats.llama3", "Llama3", f"the {name} prompt format")
+    from chatlane.formats.llama3 import Llama3
+
     kwargs: dict[str, Any] = {"version": name.removeprefix("llama")}
     if profile is not None:
         kwargs["profile"] = profile
     if tool_format is not None:
         kwargs["tool_format"] = tool_format
-    fmt: PromptFormat = llama3(**kwargs)
+    if date is not None:
+        kwargs["date"] = date
+    fmt: PromptFormat = Llama3(**kwargs)
     return fmt
 
 

@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--format", default="llama3.1", help="the prompt format (llama3.1)")
     render.add_argument("--profile", default=None, help="meta (reference) or hf (HF templates)")
     render.add_argument("--tool-format", default=None, help="json, function_tag or pythonic")
+    render.add_argument(
+        "--date", default=None, help="the date the system prompt states (default: today)"
+    )
     render.add_argument("--tokens", action="store_true", help="print the token ids and count")
     render.add_argument("--json", action="store_true", help="print text and tokens as JSON")
     render.set_defaults(handler=cmd_render)
@@ -394,16 +397,9 @@ def _read_request(path: str) -> ChatRequest:
 
 
 def _decode_request(data: Any) -> ChatRequest:
-    import importlib
+    from chatlane.wire.openai import decode_request
 
-    try:
-        decode = importlib.import_module("chatlane.wire.openai").decode_request
-    except ImportError:
-        from chatlane._records import request_from_dict
-
-        decode = request_from_dict
-    request: ChatRequest = decode(data)
-    return request
+    return decode_request(data)
 
 
 class Conversation:
@@ -875,7 +871,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     """``chatlane render``."""
     from chatlane._config import make_format
 
-    fmt = make_format(args.format, args.profile, tool_format=args.tool_format)
+    fmt = make_format(args.format, args.profile, tool_format=args.tool_format, date=args.date)
     request = _read_request(args.file)
     prompt = fmt.render(request)
     if args.json:
