@@ -93,3 +93,27 @@ def counted() -> Fake:
 
 
 not_a_backend = 42
+
+
+def get_weather(city: str) -> str:
+    """Look up the current weather.
+
+    Args:
+        city: The city to look up.
+    """
+    return f"21 degrees and sunny in {city}"
+
+
+def _weather_turn(request: ChatRequest) -> Any:
+    from chatlane.messages import ToolCall, assistant
+
+    last = request.messages[-1]
+    if last.role.value == "tool":
+        return f"The tool says: {last.text}"
+    city = last.text.rsplit(" ", 1)[-1].strip("?")
+    return assistant("Let me look.", [ToolCall("call_1", "get_weather", {"city": city})])
+
+
+def weather_agent() -> Fake:
+    """Calls ``get_weather`` for the last word of the question, then reports the result."""
+    return Fake([_weather_turn] * MANY, model="agent-1")

@@ -211,7 +211,12 @@ def load_tool(spec: str) -> Tool:
         return obj
     if not callable(obj):
         raise UsageError(f"--tool {spec!r} is a {type(obj).__name__}, not a function")
-    return Tool.from_function(obj)
+    from chatlane.errors import SchemaError
+
+    try:
+        return Tool.from_function(obj)
+    except SchemaError as e:
+        raise UsageError(f"--tool {spec!r}: {e}") from e
 
 
 def load_schema(spec: str) -> Any:

@@ -550,14 +550,9 @@ class Conversation:
         wrote_text = False
 
         def note(text: str) -> None:
-            nonlocal wrote_text
-            if notes is None:
-                return
-            if wrote_text and notes is out:
-                notes.write("\n")
-            wrote_text = False
-            notes.write(text + "\n")
-            notes.flush()
+            if notes is not None:
+                notes.write(text + "\n")
+                notes.flush()
 
         stream = run_stream(self.backend, list(request.messages), tools=self.tools, **self.params)
         try:
@@ -574,6 +569,9 @@ class Conversation:
                         out.flush()
                         wrote_text = True
                 elif kind == "step_finished":
+                    if wrote_text and out is not None and event.response.tool_calls:
+                        out.write("\n")  # the step's text ends; a tool run or answer follows
+                        wrote_text = False
                     calls[event.step] = self._log(
                         requests[event.step],
                         event.response,
