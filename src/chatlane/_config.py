@@ -280,8 +280,19 @@ def make_format(
     return fmt
 
 
-def make_backend(settings: BackendSettings) -> tuple[Backend, str]:
-    """The backend the settings pick, and a label for it (without secrets) for the log."""
+def make_backend(settings: BackendSettings, *, retries: int | None = None) -> tuple[Backend, str]:
+    """The backend the settings pick, and a label for it (without secrets) for the log.
+
+    ``retries`` sets how often the HTTP transport retries a failed request.
+    """
+    http: dict[str, Any] = {}
+    if retries is not None:
+        if retries < 0:
+            raise UsageError(f"--retries must be 0 or more, got {retries}")
+        retry_policy = optional_import(
+            "chatlane.backends.transport", "RetryPolicy", "the HTTP transport"
+        )
+        http["retry"] = retry_policy(max_retries=retries)
     chosen = [
         name
         for name in ("backend", "base_url", "completion_url", "gguf")
@@ -306,6 +317,7 @@ def make_backend(settings: BackendSettings) -> tuple[Backend, str]:
             api_key=settings.api_key,
             model=settings.model,
             dialect=settings.dialect or "openai",
+            **http,
         )
         return backend, f"OpenAIChat {safe_url(settings.base_url)}"
     if settings.completion_url is not None:
@@ -319,7 +331,7 @@ def make_backend(settings: BackendSettings) -> tuple[Backend, str]:
             kwargs["api_key"] = settings.api_key
         if settings.model is not None:
             kwargs["model"] = settings.model
-        backend = completion_chat(settings.completion_url, **kwargs)
+        backend = completion_chat(settings.completion_url, **kwargs, **http)
         return backend, f"CompletionChat {safe_url(settings.completion_url)}"
     assert settings.gguf is not None
     llama_cpp = optional_import("chatlane.backends.llamacpp", "LlamaCpp", "the embedded engine")

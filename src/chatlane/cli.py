@@ -79,6 +79,13 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         "--format", metavar="NAME", help="prompt format for --completion-url and --gguf"
     )
     group.add_argument("--profile", metavar="NAME", help="prompt format profile: meta or hf")
+    group.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        help="retries of a failed HTTP request (rate limits, server errors, dropped "
+        "connections), with backoff; default 2",
+    )
 
 
 def _add_log_options(parser: argparse.ArgumentParser, *, allow_off: bool = True) -> None:
@@ -367,7 +374,7 @@ def _backend(args: argparse.Namespace) -> tuple[Backend, str]:
         )
     }
     settings = resolve_settings(options)
-    backend, label = make_backend(settings)
+    backend, label = make_backend(settings, retries=getattr(args, "retries", None))
     if settings.model is not None:
         backend.model = settings.model  # asked for by name: it wins over the backend's default
     return backend, label
