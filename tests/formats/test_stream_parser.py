@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -57,10 +58,28 @@ def test_plain_text_streams_without_delay(text: str) -> None:
     seen = ""
     for i, char in enumerate(text):
         seen += text_of(parser.feed(char))
-        # Everything fed so far is out, except whitespace that may still turn out to be
-        # the end of the answer.
-        assert seen == text[: i + 1].strip()
+        expected = text[: i + 1].strip()
+        first = re.fullmatch(r"\s*([A-Za-z_][\w.\-]*)(\s*)", text[: i + 1])
+        if first and (not first[2] or re.fullmatch(r".+\.call", first[1])):
+            # The first word may still become a built-in call, ``brave_search.call(...)``.
+            assert seen == ""
+        else:
+            # Everything fed so far is out, except whitespace that may still turn out to be
+            # the end of the answer.
+            assert seen == expected
     parser.finish()
+
+
+def test_builtin_call_without_python_tag_at_the_start_or_after_a_call() -> None:
+    parser = ToolCallStreamParser(TOOLS, ids=sequential_ids())
+    assert parser.feed("brave_search") == []
+    events = parser.feed('.call(query="x")')
+    assert [type(e) for e in events] == [ToolCallStarted, ToolCallDelta, ToolCallDone]
+    events = parser.feed('brave_search.call(query="y") Then text, and later brave_search.call(')
+    assert [type(e) for e in events][:3] == [ToolCallStarted, ToolCallDelta, ToolCallDone]
+    assert all(isinstance(e, TextDelta) for e in events[3:])
+    assert text_of(events) == "Then text, and later brave_search.call("
+    assert text_of(parser.feed(' query="z")')) == ' query="z")'
 
 
 def test_possible_call_prefix_is_held_only_until_disproved() -> None:

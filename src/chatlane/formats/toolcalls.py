@@ -154,6 +154,9 @@ class ToolCallStreamParser:
         self._recent = ""  # the last few characters of a body or code, to spot a stop token
         self._tag_fresh = False  # right after <|python_tag|>, before any call
         self._in_tag = False  # after <|python_tag|>, while only calls followed
+        # At the start and right after a call, a bare ``brave_search.call(...)`` is a call
+        # (llama-models' ChatFormat writes built-in calls without <|python_tag|>).
+        self._bare_ok = True
         self._after_call = False
         self._started_content = False
         self._pending_ws = ""
@@ -269,7 +272,7 @@ class ToolCallStreamParser:
             if self._tag_fresh and not _is_call_start(s[i]):
                 self._start_code(s[i])
                 return i + 1
-        pattern = _TRIGGER_IN_TAG if self._in_tag else _TRIGGER
+        pattern = _TRIGGER_IN_TAG if self._bare_ok else _TRIGGER
         m = pattern.search(s, i)
         if m is None:
             self._emit_text(s[i:], events)
@@ -286,7 +289,7 @@ class ToolCallStreamParser:
                 if s.startswith(token, j):
                     self._special_token(token, events)
                     return j + len(token)
-        fast = _fast_head(s, j, self._in_tag)
+        fast = _fast_head(s, j, self._bare())
         if fast is not None:
             end, verdict = fast
             self._start_body(s[j:end], verdict)
@@ -298,7 +301,7 @@ class ToolCallStreamParser:
     def _step_head(self, char: str, events: list[ChatEvent]) -> str:
         """Take one more character of a possible call prefix; return text to read again."""
         head = self._head + char
-        verdict = _classify_head(head, self._in_tag)
+        verdict = _classify_head(head, self._bare())
         if verdict is None:
             if len(head) > _MAX_HEAD:
                 verdict = False
@@ -310,6 +313,11 @@ class ToolCallStreamParser:
                 self._start_code(head)
                 return ""
             self._mode = _Mode.TEXT
+            if head[0] not in "{[<`":
+                # A word that is not a built-in call: out whole (once text is out, nothing
+                # inside a word can start a call); only its last character is read again.
+                self._emit_text(head[:-1], events)
+                return head[-1]
             self._emit_text(head[0], events)
             return head[1:]
         if isinstance(verdict, str):
@@ -335,9 +343,14 @@ class ToolCallStreamParser:
         self._recent = ""
         self._scan(head, start, len(head))
 
+    def _bare(self) -> str:
+        if self._in_tag:
+            return "any"
+        return "builtin" if self._bare_ok else ""
+
     def _special_token(self, token: str, events: list[ChatEvent]) -> None:
         if token == PYTHON_TAG:
-            self._tag_fresh = self._in_tag = True
+            self._tag_fresh = self._in_tag = self._bare_ok = True
         else:
             self._stop_seen = token
             self._resolve_end(False, events)
@@ -618,6 +631,7 @@ class ToolCallStreamParser:
         self._started_content = True
         self._in_tag = False
         self._tag_fresh = False
+        self._bare_ok = False
         self._text.append(out)
         events.append(TextDelta(out))
 
@@ -631,6 +645,7 @@ class ToolCallStreamParser:
             events.append(ToolCallDelta(index, call.raw_arguments))
             events.append(ToolCallDone(index, call))
         self._after_call = True
+        self._bare_ok = True
         self._tag_fresh = False
         self._held = []
 
@@ -652,25 +667,34 @@ _FAST_HEADS: tuple[tuple[re.Pattern[str], _Kind, bool], ...] = (
 )
 
 
-def _fast_head(s: str, j: int, in_tag: bool) -> tuple[int, tuple[_Kind, int, bool, str]] | None:
+def _fast_head(s: str, j: int, bare: str) -> tuple[int, tuple[_Kind, int, bool, str]] | None:
     """The common call openings, whole in ``s`` at ``j``: the same verdict `_classify_head`
     reaches character by character, in one step (the bench's whole-output rows)."""
     for pattern, kind, needs_tag in _FAST_HEADS:
-        if needs_tag and not in_tag:
+        if needs_tag and not bare:
             continue
         m = pattern.match(s, j)
         if m is not None and m.end() - j <= _MAX_HEAD:
+            if needs_tag and bare == "builtin" and not _is_builtin_call_head(m.group()):
+                return None
             if kind is _Kind.FUNCTION:
                 return m.end(), (kind, m.end() - 1 - j, False, m.group(1))
             return m.end(), (kind, 0, False, "")
     return None
 
 
+def _is_builtin_call_head(text: str) -> bool:
+    name = text.rstrip("(").rstrip()
+    return _builtin_name(name) is not None
+
+
 def _is_call_start(char: str) -> bool:
     return char in "{[<`" or _NAME_START.match(char) is not None
 
 
-def _classify_head(head: str, in_tag: bool) -> _HeadVerdict:
+def _classify_head(head: str, bare: str) -> _HeadVerdict:
+    """Where ``head`` stands; ``bare`` says which bare ``f(...)`` calls may start here:
+    ``"any"`` (after <|python_tag|>), ``"builtin"`` (``x.call(...)`` only) or ``""``."""
     first = head[0]
     if first == "{":
         return _object_head(head, 0, _Kind.JSON)
@@ -680,8 +704,8 @@ def _classify_head(head: str, in_tag: bool) -> _HeadVerdict:
         return _angle_head(head)
     if first == "`":
         return _fence_head(head)
-    if in_tag:
-        return _bare_head(head)
+    if bare:
+        return _bare_head(head, builtin_only=bare == "builtin")
     return False
 
 
@@ -726,9 +750,13 @@ def _list_head(head: str, start: int, fenced: bool = False) -> _HeadVerdict:
     return False
 
 
-def _bare_head(head: str) -> _HeadVerdict:
+def _bare_head(head: str, builtin_only: bool) -> _HeadVerdict:
     m = _NAME.match(head)
     if m is None:
+        return False
+    if m.end() == len(head):
+        return None
+    if builtin_only and _builtin_name(m.group()) is None:
         return False
     j = _skip_ws(head, m.end())
     if j == len(head):
