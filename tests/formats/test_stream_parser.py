@@ -311,3 +311,16 @@ def test_a_call_in_any_format_reads_back_exactly(
         assert call.name == name
         assert call.arguments == arguments
         assert json.loads(call.raw_arguments) == arguments
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.sampled_from(FRAGMENTS) | TRICKY | st.text(max_size=10), max_size=8).map("".join)
+)
+def test_nothing_is_lost_when_no_call_is_found(raw: str) -> None:
+    raw = raw.replace("<|", "< |")  # no special tokens: they are not text
+    events, parser = stream([raw])
+    result = parser.result()
+    if not result.tool_calls:
+        assert result.content == raw.strip()
+        assert accumulate(events).message.content == raw.strip()

@@ -41,7 +41,7 @@ import re
 import secrets
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from chatlane.errors import InputError
 from chatlane.events import (
@@ -308,7 +308,7 @@ class ToolCallStreamParser:
             else:
                 self._head = head
                 return ""
-        if verdict is False or verdict is True:
+        if verdict is False:
             if self._tag_fresh:
                 self._start_code(head)
                 return ""
@@ -652,7 +652,7 @@ class ToolCallStreamParser:
 
 # -- heads: is this still the start of a call? ---------------------------------------------
 
-_HeadVerdict = None | bool | str | tuple[_Kind, int, bool, str]
+_HeadVerdict = None | Literal[False] | str | tuple[_Kind, int, bool, str]
 """None: maybe (read on); False: not a call; a str: a special token; a tuple: a call has
 certainly begun (its kind, where its bracketed body starts, fenced, the <function=> name)."""
 
