@@ -13,13 +13,16 @@ What it reads (everything the Llama 3.1 / 3.2 / 3.3 models were seen to emit):
   ``"type": "function"``, wrapped in ``{"function": {...}}``, a JSON list of them, inside a
   markdown code fence, several separated by ``;``, ``,`` or newlines, with prose around them;
 - pythonic lists ``[f(a=1, b="x, y"), g()]`` (Llama 3.2 / 3.3);
-- ``<function=name>{...}</function>`` (Llama 3.1's custom-tool format).
+- ``<function=name>{...}</function>`` (Llama 3.1's custom-tool format);
+- a built-in call without ``<|python_tag|>`` at the start of the output or right after a
+  call, as llama-models' ``ChatFormat`` writes it (inside prose, ``obj.call(`` is text).
 
 Plain text is released as soon as it can no longer start a call: only a possible call
-prefix (``<|python_tag|>``, ``{``, ``[``, ``<function=``, a code fence) is held back, until
-it either becomes a call or proves to be text. A call is reported (``ToolCallStarted``,
-``ToolCallDelta``, ``ToolCallDone`` together) once its text is complete: a call cut off by
-the token limit must never turn into a made-up call, and an event cannot be taken back.
+prefix (``<|python_tag|>``, ``{``, ``[``, ``<function=``, a code fence, and a first word
+that may become ``brave_search.call(``) is held back, until it either becomes a call or
+proves to be text. A call is reported (``ToolCallStarted``, ``ToolCallDelta``,
+``ToolCallDone`` together) once its text is complete: a call cut off by the token limit
+must never turn into a made-up call, and an event cannot be taken back.
 
 Whitespace: the content has no leading or trailing whitespace, and the separators right
 after a call (whitespace, ``;``, ``,``) are dropped; the whitespace before a call is kept
