@@ -287,6 +287,8 @@ def render(name: str, arguments: dict[str, Any], form: str) -> str:
         return f'<|python_tag|>{{"name": "{name}", "parameters": {args}}}'
     if form.startswith("function"):
         return f"<function={name}>{args}</function>"
+    if form == "builtin":
+        return f"<|python_tag|>{name}.call(query={json.dumps(arguments['query'])})"
     json_style = form == "pythonic_json"
     kwargs = ", ".join(f"{k}={python_literal(v, json_style)}" for k, v in arguments.items())
     return f"[{name}({kwargs})]"
@@ -296,12 +298,14 @@ def render(name: str, arguments: dict[str, Any], form: str) -> str:
 @given(
     NAMES,
     ARGUMENTS,
-    st.sampled_from(["json", "json_ascii", "function", "pythonic", "pythonic_json"]),
+    st.sampled_from(["json", "json_ascii", "function", "pythonic", "pythonic_json", "builtin"]),
     st.text(alphabet="abc .!?\n", max_size=20).filter(lambda t: t.strip() == t),
 )
 def test_a_call_in_any_format_reads_back_exactly(
     name: str, arguments: dict[str, Any], form: str, prose: str
 ) -> None:
+    if form == "builtin":
+        arguments = {"query": str(arguments)}
     raw = (prose + " " if prose else "") + render(name, arguments, form)
     for pieces in ([raw], list(raw)):
         events, _ = stream(pieces, tools=())

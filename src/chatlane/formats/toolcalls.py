@@ -316,7 +316,7 @@ class ToolCallStreamParser:
                 self._start_code(head)
                 return ""
             self._mode = _Mode.TEXT
-            if head[0] not in "{[<`":
+            if head[0] not in "{[<`" and len(head) > 1:
                 # A word that is not a built-in call: out whole (once text is out, nothing
                 # inside a word can start a call); only its last character is read again.
                 self._emit_text(head[:-1], events)
