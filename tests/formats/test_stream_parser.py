@@ -52,6 +52,7 @@ def test_it_is_a_stream_parser() -> None:
 # -- no added delay for plain text -----------------------------------------------------------
 
 
+@settings(deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_characters="<{[`")))
 def test_plain_text_streams_without_delay(text: str) -> None:
     parser = ToolCallStreamParser()
@@ -227,7 +228,7 @@ def outcome(events: list[ChatEvent], parser: ToolCallStreamParser) -> tuple[Any,
     )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OUTPUTS, st.lists(st.integers(min_value=0, max_value=10_000), max_size=12), st.booleans())
 def test_any_split_gives_the_same_answer_as_parsing_whole(
     raw: str, cuts: list[int], truncated: bool
@@ -294,7 +295,7 @@ def render(name: str, arguments: dict[str, Any], form: str) -> str:
     return f"[{name}({kwargs})]"
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(
     NAMES,
     ARGUMENTS,
@@ -317,7 +318,7 @@ def test_a_call_in_any_format_reads_back_exactly(
         assert json.loads(call.raw_arguments) == arguments
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     st.lists(st.sampled_from(FRAGMENTS) | TRICKY | st.text(max_size=10), max_size=8).map("".join)
 )
