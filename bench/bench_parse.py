@@ -39,7 +39,9 @@ def _outputs(size: int) -> dict[str, str]:
     code_unit = "for i in range(10):\n    print({'i': i, 'sq': [i * i]})\n"
     code = "<|python_tag|>" + (code_unit * (size // len(code_unit) + 1))[: size - 14]
     code = code[: code.rindex("\n") + 1]
-    return {"prose": prose, "JSON call": call, "code": code}
+    spaces_unit = '<function=get_weather>{"city": "Oslo"}</function>' + " " * 400 + "ok\n" * 2
+    spaces = (spaces_unit * (size // len(spaces_unit) + 1))[:size]
+    return {"prose": prose, "JSON call": call, "code": code, "whitespace": spaces}
 
 
 def _tokens(text: str, width: int = 4) -> list[str]:
@@ -129,7 +131,7 @@ def linear_table() -> None:
             f"   {_late_over_early(tokens):>28.2f}x {_reparse_late_over_early(tokens):>8.1f}x"
         )
     print("(~ estimated from 200 prefixes. Linear: a late feed costs what an early one does, 1x;")
-    print(" re-parsing pays for all the text before it, about 9x here. 2 shared cores: noisy.)")
+    print(" re-parsing pays for all the text before it. 2 shared cores: noisy.)")
 
 
 def _pharia() -> tuple[Callable[[str], Any], list[Any]]:

@@ -162,7 +162,7 @@ class ToolCallStreamParser:
         self._bare_ok = True
         self._after_call = False
         self._started_content = False
-        self._pending_ws = ""
+        self._pending_ws: list[str] = []  # whitespace that is out only if text follows
         self._text: list[str] = []
         self._calls: list[ToolCall] = []
         self._unknown: list[str] = []
@@ -456,7 +456,7 @@ class ToolCallStreamParser:
         tail = self._tail + char
         marker = _FENCE if self._fenced else _FUNCTION_CLOSE
         stripped = tail.lstrip()
-        if marker.startswith(stripped):
+        if marker.startswith(stripped) and len(tail) <= _MAX_HEAD:
             if stripped == marker:
                 self._finish_tail(events)
                 return ""
@@ -627,10 +627,11 @@ class ToolCallStreamParser:
                 return
         core = text.rstrip()
         if not core:
-            self._pending_ws += text
+            self._pending_ws.append(text)
             return
-        out = self._pending_ws + core
-        self._pending_ws = text[len(core) :]
+        out = "".join(self._pending_ws) + core if self._pending_ws else core
+        tail = text[len(core) :]
+        self._pending_ws = [tail] if tail else []
         self._started_content = True
         self._in_tag = False
         self._tag_fresh = False
