@@ -220,6 +220,10 @@ def _per_call(fn: Callable[[], Any], number: int = 2000) -> float:
     return _best(lambda: [fn() for _ in range(number)]) / number
 
 
+def _ratio(theirs: float, ours: float) -> str:
+    return "-" if theirs != theirs else f"{theirs / ours:.2f}x"  # NaN: pharia raised
+
+
 def pharia_table() -> None:
     pharia, _ = _pharia()
     print("Whole outputs: chatlane parse_output vs pharia-skill 0.20.0 from_raw_response")
@@ -241,7 +245,7 @@ def pharia_table() -> None:
             verdict, timing, theirs = f"raises {type(e).__name__}", f"{'-':>9}", float("nan")
         ours = _per_call(lambda raw=raw: parse_output(raw, tools=TOOLS))  # type: ignore[misc]
         print(
-            f"{name:<14} {ours * 1e6:>7.1f}us {timing} {theirs / ours:>6.2f}x  "
+            f"{name:<14} {ours * 1e6:>7.1f}us {timing} {_ratio(theirs, ours):>7}  "
             f"{'right' if ours_ok else 'WRONG':<9} {verdict}"
         )
     print("(ratio = pharia time / chatlane time: above 1 means chatlane is faster)")
