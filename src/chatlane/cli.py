@@ -1037,10 +1037,14 @@ class ProgressLine:
         self.stream = stream
         self.live = live
         self._last = 0.0
+        self._shown = ""
 
     def __call__(self, progress: BatchProgress, *, final: bool = False) -> None:
         now = time.monotonic()
-        if not final and now - self._last < (0.1 if self.live else 5.0):
+        if not final and (
+            now - self._last < (0.1 if self.live else 5.0)
+            or (not self.live and progress.finished == 0)
+        ):
             return
         self._last = now
         p = progress
@@ -1054,8 +1058,9 @@ class ProgressLine:
         )
         if self.live:
             self.stream.write("\r" + line + "\x1b[K" + ("\n" if final else ""))
-        else:
+        elif line != self._shown:
             self.stream.write(line + "\n")
+        self._shown = line
         self.stream.flush()
 
 
