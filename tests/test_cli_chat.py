@@ -19,7 +19,7 @@ from test_cli import CLI, fake
 class Terminal:
     """A ``chatlane chat`` process on a pseudo-terminal: type lines, wait for text."""
 
-    def __init__(self, cli: CLI, *args: str) -> None:
+    def __init__(self, cli: CLI, *args: str, env: dict[str, str] | None = None) -> None:
         master, slave = pty.openpty()
         self.master = master
         self.proc = subprocess.Popen(
@@ -27,7 +27,7 @@ class Terminal:
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            env={**cli.env, "TERM": "dumb"},
+            env={**cli.env, "TERM": "dumb", **(env or {})},
             cwd=cli.home,
             close_fds=True,
         )
@@ -158,3 +158,23 @@ def test_piped_input_gets_no_prompts(cli: CLI) -> None:
     assert lines[0].startswith("chatlane chat with echo-1")
     assert lines[1] == "echo: hi"
     assert "> " not in out
+
+
+def test_ctrl_c_stops_an_answer_keeps_what_arrived_and_the_chat_goes_on(cli: CLI) -> None:
+    import signal
+
+    term = Terminal(cli, "--backend", fake("slow_echo"), env={"FAKE_DELAY": "0.3"})
+    term.expect("> ")
+    term.type("a long question")
+    term.expect("echo")  # the first piece of the answer has arrived
+    term.proc.send_signal(signal.SIGINT)
+    term.expect("[stopped]")
+    term.type("next")
+    term.expect("echo: next")
+    assert term.close() == 0
+    [stopped, answered] = cli.logs_json("show", "last")["calls"]
+    assert stopped["response"]["message"]["content"].startswith("echo")
+    assert stopped["response"]["message"]["content"] != "echo: a long question"
+    assert "stopped by the user" in stopped["error"]
+    # The partial answer is part of the conversation that continues.
+    assert [m["role"] for m in answered["request"]["messages"]] == ["user", "assistant", "user"]
