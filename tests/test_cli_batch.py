@@ -97,3 +97,41 @@ def test_progress_line_on_a_terminal_updates_in_place(tmp_path: Path) -> None:
     assert "42 tokens" in screen.text
     assert "ETA " in screen.text
     assert screen.text.endswith("\x1b[K\n")
+
+
+def test_ctrl_c_stops_a_batch_and_says_how_to_resume(tmp_path: Path) -> None:
+    cli = CLI(tmp_path)
+    rows = [{"id": f"q{i}", "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(30)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chatlane",
+            "batch",
+            "in.jsonl",
+            "-o",
+            "out.jsonl",
+            "-j",
+            "2",
+            "--backend",
+            fake("slow_echo"),
+        ],
+        env={**cli.env, "FAKE_DELAY": "0.05"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (out.exists() and out.read_text().count("\n") >= 3):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    kept = out.read_text().count("\n")
+    assert f"interrupted with {kept} of 30 done" in err
+    assert "run the same command again to resume" in err
+    assert "Traceback" not in err

@@ -1087,6 +1087,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     backend, label = _backend(args)
     store = _open_store(args)
     show = None if args.no_progress else ProgressLine(sys.stderr, live=sys.stderr.isatty())
+    latest: list[BatchProgress] = []
+
+    def on_progress(progress: BatchProgress) -> None:
+        latest[:] = [progress]
+        if show is not None:
+            show(progress)
+
     try:
         progress = run_batch(
             backend,
@@ -1094,10 +1101,17 @@ def cmd_batch(args: argparse.Namespace) -> int:
             args.output,
             concurrency=args.concurrency,
             retry_failed=args.retry_failed,
-            on_progress=show,
+            on_progress=on_progress,
             store=store,
             backend_name=label,
         )
+    except KeyboardInterrupt:
+        done = latest[0].skipped + latest[0].finished if latest else 0
+        sys.stderr.write(
+            f"\nbatch: interrupted with {done} of {len(items)} done (kept in {args.output}); "
+            "run the same command again to resume\n"
+        )
+        raise
     finally:
         backend.close()
         if store is not None:
