@@ -224,6 +224,12 @@ def test_config_file_then_environment_then_options(cli: CLI) -> None:
     assert out == "counted\n"
     body = cli.logs_json("show", "last")
     assert body["calls"][0]["request"]["model"] == "from-config"
+    # The kind of backend is chosen by one level: an option is not mixed with the environment.
+    env = {"CHATLANE_BASE_URL": "http://127.0.0.1:9/v1", "CHATLANE_GGUF": "x.gguf"}
+    assert cli.ok("run", "b", "--backend", fake("echo"), env=env) == "echo: b\n"
+    assert_one_line_error(
+        cli("run", "b", env=env), 2, "CHATLANE_BASE_URL and CHATLANE_GGUF were both given"
+    )
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,8 @@ class BackendSettings:
     format: str | None = None
     profile: str | None = None
     api_key: str | None = None
+    source: str = "options"
+    """Where the backend choice came from: ``options``, ``environment`` or the config file."""
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -73,7 +75,7 @@ class BackendSettings:
         return f"BackendSettings({shown})"
 
 
-_NAMES = tuple(f.name for f in fields(BackendSettings))
+_NAMES = tuple(f.name for f in fields(BackendSettings) if f.name != "source")
 
 
 def config_path() -> Path:
@@ -108,18 +110,30 @@ def _read_config(path: Path) -> dict[str, Any]:
     return data
 
 
+CHOOSERS = ("backend", "base_url", "completion_url", "gguf")
+"""The settings that pick the kind of backend: one level (options, environment, config
+file) that names any of them decides, so ``--gguf`` is not mixed with an environment's
+``CHATLANE_BASE_URL``."""
+
+
 def resolve_settings(options: Mapping[str, Any]) -> BackendSettings:
     """Settings from command-line ``options`` (None where not given), then the environment,
     then the config file."""
     config = _read_config(config_path())
+    levels: list[dict[str, Any]] = [
+        {name: options.get(name) for name in _NAMES},
+        {name: os.environ.get(f"CHATLANE_{name.upper()}") or None for name in _NAMES},
+        {name: config.get(name) for name in _NAMES},
+    ]
     values: dict[str, Any] = {}
+    for level, source in zip(levels, ("options", "environment", str(config_path())), strict=True):
+        if any(level[name] is not None for name in CHOOSERS):
+            values.update({name: level[name] for name in CHOOSERS})
+            values["source"] = source
+            break
     for name in _NAMES:
-        value = options.get(name)
-        if value is None:
-            value = os.environ.get(f"CHATLANE_{name.upper()}") or None
-        if value is None:
-            value = config.get(name)
-        values[name] = value
+        if name not in CHOOSERS:
+            values[name] = next((lv[name] for lv in levels if lv[name] is not None), None)
     settings = BackendSettings(**values)
     if settings.api_key is None and settings.base_url and os.environ.get("OPENAI_API_KEY"):
         settings = replace(settings, api_key=os.environ["OPENAI_API_KEY"])
@@ -304,8 +318,13 @@ def make_backend(settings: BackendSettings, *, retries: int | None = None) -> tu
             "(or set CHATLANE_BASE_URL, ... or a config file; see chatlane run --help)"
         )
     if len(chosen) > 1:
-        options = " and ".join("--" + c.replace("_", "-") for c in chosen)
-        raise UsageError(f"choose one backend: {options} were both given")
+        if settings.source == "options":
+            given = " and ".join("--" + c.replace("_", "-") for c in chosen)
+        elif settings.source == "environment":
+            given = " and ".join(f"CHATLANE_{c.upper()}" for c in chosen)
+        else:
+            given = " and ".join(chosen) + f" (in {settings.source})"
+        raise UsageError(f"choose one backend: {given} were both given")
     if settings.backend is not None:
         return load_backend(settings.backend), settings.backend
     if settings.base_url is not None:
