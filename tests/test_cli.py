@@ -375,6 +375,23 @@ def test_batch_usage_errors(cli: CLI) -> None:
 
 
 def test_demo_runs(cli: CLI) -> None:
-    out = cli.ok("demo")
-    assert "[tool call done: get_weather" in out
-    assert "It is 21 °C in Heidelberg right now." in out
+    assert "chatlane demo" in cli.ok("demo")
+
+
+def test_a_closed_pipe_ends_quietly(cli: CLI) -> None:
+    (cli.home / "conv.json").write_text(
+        json.dumps({"messages": [{"role": "user", "content": "word " * 20000}]})
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatlane", "render", "conv.json", "--tokens"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli.env,
+        cwd=cli.home,
+    )
+    assert proc.stdout is not None
+    proc.stdout.read(10)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141
+    assert err == b""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -319,6 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         sys.stderr.write("\nchatlane: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # The reader went away (``chatlane ... | head``): stop quietly, and keep Python from
+        # complaining when it flushes stdout at exit (the recipe of the signal module's docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except UsageError as e:
         if debug:
             raise
