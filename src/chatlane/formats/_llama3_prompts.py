@@ -353,7 +353,8 @@ def hf_builtin_call(call: ToolCall) -> str:
     parts = []
     for key, value in args.items():
         text = value if isinstance(value, str) else hf_tojson(value)
-        parts.append(f'{key}="{text}"')
+        # The templates write the value raw; a quote in it would end the string early.
+        parts.append(f'{key}="{_escape_py(text)}"')
     return f"{call.name}.call({', '.join(parts)})"
 
 

@@ -334,17 +334,16 @@ class Llama3:
         self, raw: str, request: ChatRequest | None = None, *, stop_sequence: str | None = None
     ) -> ParsedOutput:
         """Read a whole raw output into its text and tool calls."""
-        parse_output = _toolcalls().parse_output
+        from chatlane.formats.toolcalls import parse_output
+
         tools = request.tools if request is not None else ()
-        parsed: ParsedOutput = parse_output(raw, tools=tools, stop_sequence=stop_sequence)
-        return parsed
+        return parse_output(raw, tools=tools, stop_sequence=stop_sequence)
 
     def stream_parser(self, request: ChatRequest | None = None) -> StreamParser:
         """A fresh incremental parser for one response."""
-        parser: StreamParser = _toolcalls().ToolCallStreamParser(
-            request.tools if request is not None else ()
-        )
-        return parser
+        from chatlane.formats.toolcalls import ToolCallStreamParser
+
+        return ToolCallStreamParser(request.tools if request is not None else ())
 
     def __repr__(self) -> str:
         return (
@@ -703,13 +702,6 @@ class Llama3:
             return pieces
         pieces.append(END_OF_TURN)
         return pieces
-
-
-def _toolcalls() -> Any:
-    # The parser lives in formats/toolcalls.py; imported on use, as it is only needed there.
-    import importlib
-
-    return importlib.import_module("chatlane.formats.toolcalls")
 
 
 def _content_pieces(message: Message) -> list[_Piece]:
