@@ -15,6 +15,7 @@ tool call and its result. Each row is the best of several timed batches.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -80,19 +81,13 @@ def _conversation() -> list[Message]:
     return messages
 
 
-_MAX_CALLS = 6000
-
-
-def _best(fn: Callable[[], Any], *, budget: float = 1.5, limited: bool = False) -> float:
-    """Seconds per call: the best mean of a few batches within the time budget (and within
-    _MAX_CALLS calls in all, for functions that consume prepared inputs)."""
+def _best(fn: Callable[[], Any], *, budget: float = 1.5) -> float:
+    """Seconds per call: the best mean of a few batches within the time budget."""
     fn()
     start = time.perf_counter()
     fn()
     once = max(time.perf_counter() - start, 1e-7)
     per_batch = max(1, int(budget / 5 / once))
-    if limited:
-        per_batch = min(per_batch, (_MAX_CALLS - 2) // 5)
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
@@ -229,19 +224,24 @@ def main() -> None:
     rows.append(("render + tokenize", "chatlane meta, cold", cold, meta_time))
     rows.append(("render + tokenize", "chatlane meta, warm", warm, meta_time))
 
-    # Requests are built before timing: each timed call renders a turn never seen before.
+    # One more turn: the conversation has just been rendered, then one user turn more is.
+    # Timed call by call (the median), with every request built before its timing.
     answered = (*messages, assistant("ok"))
-    grown_requests = iter(
-        [
-            ChatRequest((*answered, user(f"One more question, number {i}?")), tools=tools)
-            for i in range(_MAX_CALLS)
-        ]
-    )
-    alone_requests = iter(
-        [ChatRequest((user(f"One more question, number {i}?"),)) for i in range(_MAX_CALLS)]
-    )
-    alone = _best(lambda: Llama3(tokenizer=tokenizer).render(next(alone_requests)), limited=True)
-    grown = _best(lambda: meta_fmt.render(next(grown_requests)), limited=True)
+    alone_times = []
+    grown_times = []
+    for i in range(2000):
+        extra = user(f"One more question, number {i}?")
+        alone_request = ChatRequest((extra,))
+        start = time.perf_counter()
+        Llama3(tokenizer=tokenizer).render(alone_request)
+        alone_times.append(time.perf_counter() - start)
+        meta_fmt.render(request)
+        grown_request = ChatRequest((*answered, extra), tools=tools)
+        start = time.perf_counter()
+        meta_fmt.render(grown_request)
+        grown_times.append(time.perf_counter() - start)
+    alone = statistics.median(alone_times)
+    grown = statistics.median(grown_times)
     rows.append(("one more turn", "the new turn rendered alone", alone, alone))
     rows.append(("one more turn", "chatlane, the grown conversation", grown, alone))
 

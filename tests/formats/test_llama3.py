@@ -368,3 +368,26 @@ def test_one_formatter_renders_like_a_fresh_one(
             assert fmt.render_text(request) == fresh.render_text(request)
         else:
             assert fmt.render(request) == fresh.render(request)
+
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=True),
+        st.text(max_size=8),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values, indent=st.sampled_from([2, 4]))
+def test_indented_json_is_the_standard_library_s(value: Any, indent: int) -> None:
+    from chatlane.formats._llama3_prompts import hf_tojson
+
+    assert hf_tojson(value, indent=indent) == json.dumps(value, ensure_ascii=False, indent=indent)

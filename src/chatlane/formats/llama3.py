@@ -542,7 +542,7 @@ class Llama3:
         return P.meta_json_tools(custom)
 
     def _meta_message(self, message: Message, continuing: bool) -> list[_Piece]:
-        role = "ipython" if message.role is Role.TOOL else message.role.value
+        role = "ipython" if message.role is _TOOL else message.role.value
         pieces: list[_Piece] = self._header(role)
         calls = message.tool_calls
         builtin_first = bool(calls) and calls[0].name in P.BUILTIN_NAMES
@@ -586,7 +586,7 @@ class Llama3:
         tokenize: bool,
     ) -> list[_Rendered]:
         rest = list(messages)
-        system_msg = rest.pop(0) if rest and rest[0].role is Role.SYSTEM else None
+        system_msg = rest.pop(0) if rest and rest[0].role is _SYSTEM else None
         # The 3.1/3.3 templates know built-in tools by name; 3.2's lists them as functions.
         builtin_aware = self.version != "3.2"
         builtins = [t.name for t in tools if t.builtin] if builtin_aware else []
@@ -666,7 +666,7 @@ class Llama3:
     def _hf_message(
         self, message: Message, continuing: bool, builtins: frozenset[str]
     ) -> list[_Piece]:
-        if message.role is Role.TOOL:
+        if message.role is _TOOL:
             body: list[_Piece] = [P.hf_tool_content(_text_only(message, "a tool result"))]
             pieces = [*self._header("ipython"), *body]
         elif message.tool_calls:
@@ -731,6 +731,7 @@ def _text_only(message: Message, what: str) -> str:
 _SYSTEM = Role.SYSTEM
 _TOOL = Role.TOOL
 _ASSISTANT = Role.ASSISTANT
+_USER = Role.USER
 
 
 def _check_order(messages: Sequence[Message], start: int = 0) -> None:
