@@ -361,9 +361,8 @@ class Llama3:
         tokens is tokenized as one, as a tokenizer reading the template's output does.
         """
         if not tokenize:
-            return _Rendered(
-                "".join(p if isinstance(p, str) else _SPECIAL_TEXT[p] for p in pieces), ()
-            )
+            special = _SPECIAL_TEXT
+            return _Rendered("".join([p if isinstance(p, str) else special[p] for p in pieces]), ())
         encode = self.tokenizer.encode
         text: list[str] = []
         tokens: list[int] = []
