@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -393,3 +394,13 @@ def test_indented_json_is_the_standard_library_s(value: Any, indent: int) -> Non
     from chatlane.formats._llama3_prompts import hf_tojson
 
     assert hf_tojson(value, indent=indent) == json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+def test_text_renders_without_a_tokenizer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from chatlane.formats.tokenizer import ENV_VAR, TokenizerNotFound
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "missing.model"))
+    fmt = Llama3()
+    assert fmt.render_text([user("hi")]).startswith("<|begin_of_text|>")
+    with pytest.raises(TokenizerNotFound, match="no Llama 3 tokenizer file"):
+        fmt.render([user("hi")])
