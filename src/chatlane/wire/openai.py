@@ -255,7 +255,7 @@ def encode_response_format(response_format: ResponseFormat, dialect: str) -> dic
         # vLLM and Aleph Alpha constrain decoding to the schema as given.
         sent = dict(schema)
     json_schema: dict[str, Any] = {"schema": sent, "name": response_format.name}
-    description = schema.get("description")
+    description = response_format.description or schema.get("description")
     if isinstance(description, str):
         json_schema["description"] = description
     json_schema["strict"] = response_format.strict
