@@ -672,7 +672,7 @@ class StreamAssembler:
     whole (`ToolCallDone`) when its choice finishes. A stream that ends without a finish
     reason still delivers every call it carried, then ``Finished(FinishReason.INCOMPLETE)``.
 
-    Tool-call deltas are matched to calls by ``index``, else by ``id``, else by position (see
+    Tool-call deltas are matched to calls by ``id``, else by ``index``, else by position (see
     `_match`); several choices (``n > 1``) are kept apart by their index.
     """
 
@@ -815,11 +815,11 @@ class StreamAssembler:
     def _match(state: _Choice, raw: Mapping[str, Any], name: Any, unkeyed_in_chunk: int) -> _Call:
         """The call a delta belongs to.
 
-        By ``index`` when the server sends one, by ``id`` otherwise (a delta carrying an id
-        different from its index's call opens a new call: some servers repeat index 0); with
-        neither, a delta continues the last call unless it is the second or later such delta
-        in one chunk, or it names a call while the last one already has a name and complete
-        arguments (a server sending whole calls without index or id).
+        By ``id`` when the delta carries a known one, else by ``index`` (a delta whose id
+        differs from the id of its index's call opens a new call: some servers repeat index 0
+        for every call); with neither, a delta continues the last call unless it is the second
+        or later such delta in one chunk, or it names a call while the last one already has a
+        name and complete arguments (a server sending whole calls without index or id).
         """
         key = raw.get("index")
         if not isinstance(key, int) or isinstance(key, bool):
