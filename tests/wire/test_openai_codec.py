@@ -570,3 +570,16 @@ def test_a_body_that_is_not_a_chat_completion_is_a_parse_error(body: Any, messag
         decode_response(body)
     assert info.value.text is not None
     assert not isinstance(info.value, KeyError | TypeError)
+
+
+def test_an_openai_refusal_is_the_text() -> None:
+    body = completion(
+        message={"role": "assistant", "content": None, "refusal": "I can't help with that."}
+    )
+    assert decode_response(body).text == "I can't help with that."
+    assert (
+        decode_response(
+            completion(message={"role": "assistant", "content": "ok", "refusal": None})
+        ).text
+        == "ok"
+    )

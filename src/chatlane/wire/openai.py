@@ -19,9 +19,10 @@ One codec serves four dialects (`DIALECTS`), which differ in a few fields:
 value removes a field chatlane would otherwise send.
 
 Decoding is tolerant of what servers really send (unknown finish reasons and roles are values,
-``content: null`` is empty text) and strict about shape: a body that is not a chat completion
-is a `ParseError` naming what is wrong, with the body kept. `StreamAssembler` turns streamed
-chunks into `ChatEvent`s without losing or inventing data.
+``content: null`` is empty text, OpenAI's ``refusal`` text is the message's text) and strict
+about shape: a body that is not a chat completion is a `ParseError` naming what is wrong, with
+the body kept. `StreamAssembler` turns streamed chunks into `ChatEvent`s without losing or
+inventing data.
 """
 
 from __future__ import annotations
@@ -550,6 +551,10 @@ def _reasoning_of(holder: Mapping[str, Any]) -> str | None:
 def _decode_response_message(raw: Mapping[str, Any], position: int, body: Any) -> Message:
     where = f"choices[{position}].message"
     text = _text_of(raw.get("content"), f"{where}.content", body)
+    refusal = raw.get("refusal")
+    if isinstance(refusal, str):
+        # OpenAI puts a refusal here with content null; it is the answer's text.
+        text += refusal
     raw_calls = raw.get("tool_calls") or []
     if not isinstance(raw_calls, list):
         raise _fail(f"{where}.tool_calls is not a list", body)
@@ -763,6 +768,9 @@ class StreamAssembler:
                 )
                 if text:
                     events.append(TextDelta(text, index))
+            refusal = delta.get("refusal")
+            if refusal and isinstance(refusal, str):
+                events.append(TextDelta(refusal, index))
             calls = delta.get("tool_calls")
             if calls:
                 if not isinstance(calls, list):
