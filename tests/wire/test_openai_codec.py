@@ -583,3 +583,15 @@ def test_an_openai_refusal_is_the_text() -> None:
         ).text
         == "ok"
     )
+
+
+def test_the_deprecated_function_call_form() -> None:
+    body = completion(
+        finish_reason="function_call",
+        message={
+            "role": "assistant",
+            "content": None,
+            "function_call": {"name": "f", "arguments": "{}"},
+        },
+    )
+    assert decode_response(body).tool_calls == (ToolCall.from_raw("call_0", "f", "{}"),)

@@ -439,3 +439,12 @@ def test_an_openai_refusal_is_the_text() -> None:
         TextDelta("help with that."),
         Finished(FinishReason.STOP),
     ]
+
+
+def test_the_deprecated_function_call_form() -> None:
+    events = run(
+        chunk(choice({"role": "assistant", "function_call": {"name": "f", "arguments": ""}})),
+        chunk(choice({"function_call": {"arguments": '{"a": 1}'}}, "function_call")),
+    )
+    assert done_calls(events) == [ToolCall.from_raw("call_0", "f", '{"a": 1}')]
+    assert events[-1] == Finished(FinishReason.other("function_call"))

@@ -558,6 +558,10 @@ def _decode_response_message(raw: Mapping[str, Any], position: int, body: Any) -
     raw_calls = raw.get("tool_calls") or []
     if not isinstance(raw_calls, list):
         raise _fail(f"{where}.tool_calls is not a list", body)
+    legacy = raw.get("function_call")
+    if not raw_calls and isinstance(legacy, Mapping):
+        # The deprecated single-function form, which older servers still send.
+        raw_calls = [{"function": legacy}]
     calls = tuple(
         _decode_tool_call(c, j, f"{where}.tool_calls[{j}]", None, body)
         for j, c in enumerate(raw_calls)
@@ -772,6 +776,9 @@ class StreamAssembler:
             if refusal and isinstance(refusal, str):
                 events.append(TextDelta(refusal, index))
             calls = delta.get("tool_calls")
+            if not calls and delta.get("function_call"):
+                # The deprecated single-function form: one call, index 0.
+                calls = [{"index": 0, "function": delta["function_call"]}]
             if calls:
                 if not isinstance(calls, list):
                     raise _fail("a stream chunk's delta.tool_calls is not a list", chunk)
