@@ -983,22 +983,32 @@ def cmd_logs(args: argparse.Namespace) -> int:
         title = " ".join(s.title.split())
         title = title if len(title) <= 40 else title[:39] + "…"
         sys.stdout.write(
-            f"{s.id:<16}  {s.updated_at[:16].replace('T', ' '):<16}  {(s.model or '-')[:14]:<14}"
+            f"{s.id:<16}  {_local_time(s.updated_at)[:16]:<16}  {(s.model or '-')[:14]:<14}"
             f"  {s.calls:>5}  {s.total_tokens:>6}  {title}\n"
         )
     return 0
 
 
+def _local_time(stamp: str) -> str:
+    """A logged UTC timestamp in the user's local time, to the second."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return stamp
+
+
 def _print_conversation(logged: LoggedConversation, out: TextIO) -> None:
     s = logged.summary
     out.write(
-        f"conversation {s.id}  {s.created_at[:19].replace('T', ' ')}  "
+        f"conversation {s.id}  {_local_time(s.created_at)}  "
         f"{s.backend or '-'}  model {s.model or '-'}  {s.total_tokens} tokens\n"
     )
     shown = 0
     for number, call in enumerate(logged.calls, 1):
         r = call.response
-        facts = [call.started_at[:19].replace("T", " ")]
+        facts = [_local_time(call.started_at)]
         if call.duration_ms is not None:
             facts.append(f"{call.duration_ms:.0f} ms")
         if call.first_token_ms is not None:
