@@ -163,17 +163,15 @@ def _llama3_vocabulary() -> tuple[list[str], list[str]]:
     ranks: dict[bytes, int] = {}
     for line in _tokenizer_file().read_text("ascii").splitlines():
         if line:
-            encoded, rank = line.split()
-            ranks[base64.b64decode(encoded)] = int(rank)
+            encoded, number = line.split()
+            ranks[base64.b64decode(encoded)] = int(number)
     spell = _bytes_to_unicode()
     tokens = [""] * len(ranks)
     merges: list[str] = []
     for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
         tokens[rank] = "".join(spell[b] for b in token)
         for left, right in _merges_of(ranks, token):
-            merges.append(
-                "".join(spell[b] for b in left) + " " + "".join(spell[b] for b in right)
-            )
+            merges.append("".join(spell[b] for b in left) + " " + "".join(spell[b] for b in right))
     reserved = (f"<|reserved_special_token_{2 + i}|>" for i in range(_N_SPECIAL - len(_SPECIAL)))
     tokens += [*_SPECIAL, *reserved]
     return tokens, merges
@@ -202,9 +200,7 @@ def _write_gguf(
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("llama-bpe")
     writer.add_token_list(tokens)
-    writer.add_token_types(
-        [gguf.TokenType.NORMAL] * n_base + [gguf.TokenType.CONTROL] * _N_SPECIAL
-    )
+    writer.add_token_types([gguf.TokenType.NORMAL] * n_base + [gguf.TokenType.CONTROL] * _N_SPECIAL)
     writer.add_token_merges(merges)
     writer.add_bos_token_id(n_base)  # <|begin_of_text|>
     writer.add_eos_token_id(n_base + _SPECIAL.index("<|eot_id|>"))
