@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llamacpp_support import MinimalLlama3
+from llamacpp_support import MinimalLlama3, write_byte_level_model
 
 from chatlane.errors import EngineError, InputError
 from chatlane.events import Finished, ResponseStarted, TextDelta, UsageReported
@@ -239,6 +239,26 @@ def test_a_corrupt_or_truncated_gguf_is_a_clear_error(
     path.write_bytes(tiny_model.read_bytes()[:keep])
     with pytest.raises(EngineError, match="could not load"):
         LlamaCpp(path)
+
+
+def test_a_model_of_an_unknown_format_names_what_it_found(tmp_path: Path) -> None:
+    path = write_byte_level_model(tmp_path / "bytes.gguf")
+    with pytest.raises(EngineError) as caught:
+        LlamaCpp(path, n_ctx=128)
+    message = str(caught.value)
+    assert "no prompt format" in message
+    assert "architecture 'llama'" in message
+    assert "name 'byte-model'" in message
+    assert "<s>{{ m['content'] }}</s>" in message
+    assert "format=" in message
+    # With a format of one's own, the same file loads.
+    with LlamaCpp(path, n_ctx=128, format=_BytesFormat()) as backend:
+        assert backend.format.name == "bytes"
+
+
+class _BytesFormat(MinimalLlama3):
+    name = "bytes"
+    stop_sequences = ("</s>",)
 
 
 def test_a_closed_engine_says_so(tiny_model: Path) -> None:

@@ -161,8 +161,12 @@ class LlamaCpp(Backend):
         self.llama: Llama = llama
         """The underlying ``llama_cpp.Llama`` (for what chatlane does not cover)."""
         self._llama_cpp = llama_cpp
-        self.info = self._read_info(path)
-        self.format: PromptFormat = format if format is not None else self._pick_format()
+        try:
+            self.info = self._read_info(path)
+            self.format: PromptFormat = format if format is not None else self._pick_format()
+        except BaseException:
+            llama.close()
+            raise
         self.model = self.info.name or path.stem
         self.flexible_whitespace = flexible_whitespace
         self._n_vocab = int(llama.n_vocab())
