@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from llamacpp_support import MinimalLlama3, write_byte_level_model
+from llamacpp_support import write_byte_level_model
 
 from chatlane.errors import EngineError, InputError
 from chatlane.events import Finished, ResponseStarted, TextDelta, UsageReported
@@ -28,10 +27,9 @@ EOT, EOM, BOS = 128009, 128008, 128000
 NO_END = {"logit_bias": {EOT: -math.inf, EOM: -math.inf}}
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_model: Path) -> Iterator[LlamaCpp]:
-    with LlamaCpp(tiny_model, n_ctx=1024, n_threads=2, format=MinimalLlama3()) as backend:
-        yield backend
+@pytest.fixture
+def engine(tiny_engine: LlamaCpp) -> LlamaCpp:
+    return tiny_engine
 
 
 def test_the_engine_receives_exactly_the_rendered_token_ids(engine: LlamaCpp) -> None:
@@ -251,18 +249,18 @@ def test_a_model_of_an_unknown_format_names_what_it_found(tmp_path: Path) -> Non
     assert "name 'byte-model'" in message
     assert "<s>{{ m['content'] }}</s>" in message
     assert "format=" in message
-    # With a format of one's own, the same file loads.
-    with LlamaCpp(path, n_ctx=128, format=_BytesFormat()) as backend:
-        assert backend.format.name == "bytes"
 
 
-class _BytesFormat(MinimalLlama3):
-    name = "bytes"
-    stop_sequences = ("</s>",)
+def test_a_format_that_does_not_fit_the_model_is_a_clear_error(tmp_path: Path) -> None:
+    from chatlane.formats.llama3 import Llama3
+
+    path = write_byte_level_model(tmp_path / "bytes.gguf")
+    with pytest.raises(EngineError, match=r"'<\|eot_id\|>', but that is not a control token"):
+        LlamaCpp(path, n_ctx=128, format=Llama3())
 
 
 def test_a_closed_engine_says_so(tiny_model: Path) -> None:
-    backend = LlamaCpp(tiny_model, n_ctx=256, format=MinimalLlama3())
+    backend = LlamaCpp(tiny_model, n_ctx=256)
     backend.close()
     with pytest.raises(EngineError, match="closed"):
         backend.chat("Hi", max_tokens=1)

@@ -4,12 +4,10 @@ and validates, because the grammar leaves the model no other choice."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from llamacpp_support import MinimalLlama3
 from pydantic import BaseModel, Field
 
 from chatlane._jsonschema import validate
@@ -29,10 +27,9 @@ from chatlane.backends.llamacpp import LlamaCpp  # noqa: E402
 RUNS = 20
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_model: Path) -> Iterator[LlamaCpp]:
-    with LlamaCpp(tiny_model, n_ctx=1024, n_threads=2, format=MinimalLlama3()) as backend:
-        yield backend
+@pytest.fixture
+def engine(tiny_engine: LlamaCpp) -> LlamaCpp:
+    return tiny_engine
 
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -202,14 +199,15 @@ def test_closed_schema_forbids_extra_keys_and_changes_nothing_else() -> None:
     assert closed_schema({"type": "object", "additionalProperties": True})["additionalProperties"]
 
 
-class _Pythonic(MinimalLlama3):
-    tool_format = "pythonic"
+def test_tool_formats_without_a_grammar_are_a_clear_error(tiny_model: Path) -> None:
+    from chatlane.formats.llama3 import Llama3
 
-
-def test_tool_formats_without_a_grammar_are_a_clear_error() -> None:
-    request = ChatRequest((user("x"),), tools=(WEATHER,), tool_choice="required")
-    with pytest.raises(InputError, match="'pythonic' tool format"):
-        grammar_for(request, _Pythonic.tool_format)
+    pythonic = Llama3("3.2", tool_format="pythonic")
+    with (
+        LlamaCpp(tiny_model, n_ctx=512, format=pythonic) as engine,
+        pytest.raises(InputError, match="'pythonic' tool format"),
+    ):
+        engine.chat("x", tools=[WEATHER], tool_choice="required", max_tokens=5)
 
 
 def test_forcing_a_builtin_tool_is_a_clear_error() -> None:

@@ -84,17 +84,25 @@ def _forced_tools(request: ChatRequest) -> list[Tool] | None:
     return tools
 
 
-def _call_rule(tool: Tool, tool_format: str, options: Mapping[str, Any]) -> str:
+def _call_rule(
+    tool: Tool, tool_format: str, options: Mapping[str, Any], typed_json_calls: bool
+) -> str:
     """A Lark rule body for one call of ``tool`` in the prompt format's own syntax."""
     closed = closed_schema(tool.parameters)
     parameters = {**closed, "x-guidance": dict(options)}
     if tool_format == "json":
-        # Llama 3's JSON tool calls: {"name": "get_weather", "parameters": {...}}
-        # (llama-models, llama3/prompt_format.md, "JSON based tool calling").
+        # Llama 3's JSON tool calls, as the format writes them into the conversation:
+        # {"type": "function", "name": ..., "parameters": {...}} (llama-models' ChatFormat)
+        # or {"name": ..., "parameters": {...}} (the Hugging Face templates).
+        properties: dict[str, Any] = {}
+        if typed_json_calls:
+            properties["type"] = {"const": "function"}
+        properties["name"] = {"const": tool.name}
+        properties["parameters"] = closed
         schema = {
             "type": "object",
-            "properties": {"name": {"const": tool.name}, "parameters": closed},
-            "required": ["name", "parameters"],
+            "properties": properties,
+            "required": list(properties),
             "additionalProperties": False,
             "x-guidance": dict(options),
         }
@@ -111,18 +119,27 @@ def _call_rule(tool: Tool, tool_format: str, options: Mapping[str, Any]) -> str:
 
 
 def grammar_for(
-    request: ChatRequest, tool_format: str, *, flexible_whitespace: bool = False
+    request: ChatRequest,
+    tool_format: str,
+    *,
+    flexible_whitespace: bool = False,
+    typed_json_calls: bool = False,
 ) -> tuple[str, bool] | None:
     """The llguidance grammar a request needs, and whether it is a tool call; None if free.
 
     A forced tool call wins over ``response_format`` (the answer is then a call, not text).
+    ``typed_json_calls`` puts ``"type": "function"`` first in JSON calls, as Meta's reference
+    writes them.
     """
     import llguidance
 
     options = json_options(flexible_whitespace)
     tools = _forced_tools(request)
     if tools is not None:
-        rules = [f"call_{i}: {_call_rule(t, tool_format, options)}" for i, t in enumerate(tools)]
+        rules = [
+            f"call_{i}: {_call_rule(t, tool_format, options, typed_json_calls)}"
+            for i, t in enumerate(tools)
+        ]
         start = "start: " + " | ".join(f"call_{i}" for i in range(len(tools)))
         return llguidance.LLMatcher.grammar_from_lark("\n".join([start, *rules])), True
     response_format = request.response_format

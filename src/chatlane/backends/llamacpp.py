@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from chatlane.backends.base import Backend
 from chatlane.errors import EngineError, InputError
@@ -357,8 +357,15 @@ class LlamaCpp(Backend):
     def _constraint(self, request: ChatRequest) -> Constraint | None:
         from chatlane.backends._constrained import Constraint, grammar_for
 
+        # Forced calls follow the format's own syntax: its tool format and, for JSON calls,
+        # the shape it renders them in (Meta's profile writes "type": "function" first).
         tool_format = str(getattr(self.format, "tool_format", "json"))
-        found = grammar_for(request, tool_format, flexible_whitespace=self.flexible_whitespace)
+        found = grammar_for(
+            request,
+            tool_format,
+            flexible_whitespace=self.flexible_whitespace,
+            typed_json_calls=getattr(self.format, "profile", None) == "meta",
+        )
         if found is None:
             return None
         grammar, is_call = found
@@ -514,13 +521,13 @@ class LlamaCpp(Backend):
 
 def _llama3_format(info: GGUFInfo) -> PromptFormat:
     """The Llama 3 format, at the version the file's name says (3.1 when it says none)."""
-    try:
-        from chatlane.formats.llama3 import Llama3  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as e:  # pragma: no cover - the format ships with chatlane
-        raise EngineError(f"the Llama 3 prompt format is not available: {e}") from e
+    from chatlane.formats.llama3 import Llama3
+
     found = re.search(r"3\.([123])", info.name or "")
-    version = f"3.{found.group(1)}" if found else "3.1"
-    return Llama3(version=version)  # type: ignore[no-any-return]
+    version: Literal["3.1", "3.2", "3.3"] = "3.1"
+    if found is not None:
+        version = {"1": "3.1", "2": "3.2", "3": "3.3"}[found.group(1)]  # type: ignore[assignment]
+    return Llama3(version=version)
 
 
 def _bias_processor(bias: Mapping[int, float]) -> Any:
