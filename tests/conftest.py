@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,3 +29,13 @@ def tiny_engine(tiny_model: Path) -> Iterator[Any]:
     # One thread: the model is tiny, and on shared cores llama.cpp's threads spin on each other.
     with LlamaCpp(tiny_model, n_ctx=1024, n_threads=1) as engine:
         yield engine
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # llama-cpp-python 0.3.36 opens two handles on os.devnull at import (llama_cpp/_utils.py)
+    # and never closes them; with warnings as errors that is a ResourceWarning at exit.
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None:
+            handle.close()

@@ -4,6 +4,7 @@ and validates, because the grammar leaves the model no other choice."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +13,8 @@ from pydantic import BaseModel, Field
 
 from chatlane._jsonschema import validate
 from chatlane.errors import InputError, SchemaError
-from chatlane.messages import user
+from chatlane.events import ToolCallDone
+from chatlane.messages import assistant, tool_result, user
 from chatlane.request import ChatRequest
 from chatlane.tools import Tool
 
@@ -171,7 +173,6 @@ TIME = Tool.from_schema(
 @pytest.mark.parametrize("choice", ["required", "get_time"])
 def test_forced_tool_calls_parse_back_into_valid_calls(engine: LlamaCpp, choice: str) -> None:
     tools = {t.name: t for t in (WEATHER, TIME)}
-    names = set()
     for seed in range(RUNS // 2):
         response = engine.chat(
             "Help.", tools=[WEATHER, TIME], tool_choice=choice, seed=seed, max_tokens=120
@@ -179,11 +180,42 @@ def test_forced_tool_calls_parse_back_into_valid_calls(engine: LlamaCpp, choice:
         assert response.finish_reason == "tool_calls", response
         [call] = response.tool_calls
         assert call.valid, call
+        assert call.name in tools
         assert validate(dict(call.arguments), tools[call.name].parameters) == []
-        names.add(call.name)
         if choice != "required":
             assert call.name == choice
-    assert names <= set(tools)
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        {"profile": "hf"},
+        {"tool_format": "function_tag"},
+    ],
+    ids=["hf-json", "meta-function-tag"],
+)
+def other_format_engine(request: pytest.FixtureRequest, tiny_model: Path) -> Iterator[LlamaCpp]:
+    from chatlane.formats.llama3 import Llama3
+
+    with LlamaCpp(tiny_model, n_ctx=1024, n_threads=1, format=Llama3(**request.param)) as engine:
+        yield engine
+
+
+def test_forced_calls_follow_each_tool_format(other_format_engine: LlamaCpp) -> None:
+    engine = other_format_engine
+    request = ChatRequest.coerce("Help.", tools=[WEATHER, TIME], tool_choice="get_weather")
+    for seed in range(5):
+        with engine.stream(request, seed=seed, max_tokens=120) as stream:
+            events = list(stream)
+            response = stream.response
+        [call] = response.tool_calls
+        assert call.name == "get_weather"
+        assert validate(dict(call.arguments), WEATHER.parameters) == []
+        assert sum(isinstance(e, ToolCallDone) for e in events) == 1
+    # The conversation goes on: the call renders back into the prompt in the same syntax.
+    history = [*request.messages, assistant(response.text, response.tool_calls)]
+    history.append(tool_result(call, {"ok": True}))
+    assert engine.render(history, tools=[WEATHER, TIME]).tokens
 
 
 def test_closed_schema_forbids_extra_keys_and_changes_nothing_else() -> None:
