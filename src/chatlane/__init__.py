@@ -14,6 +14,7 @@ from chatlane._version import __version__
 if TYPE_CHECKING:
     from chatlane.backends.base import AsyncChatStream, Backend, ChatStream
     from chatlane.backends.fake import Fake
+    from chatlane.backends.llamacpp import LlamaCpp
     from chatlane.errors import (
         APIStatusError,
         AuthenticationError,
@@ -95,6 +96,7 @@ _EXPORTS: dict[str, str] = {
     "ImageError": "chatlane.errors",
     "InputError": "chatlane.errors",
     "Llama3": "chatlane.formats.llama3",
+    "LlamaCpp": "chatlane.backends.llamacpp",
     "Message": "chatlane.messages",
     "MessageError": "chatlane.errors",
     "NotFound": "chatlane.errors",
