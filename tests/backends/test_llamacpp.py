@@ -255,7 +255,7 @@ def test_a_format_that_does_not_fit_the_model_is_a_clear_error(tmp_path: Path) -
     from chatlane.formats.llama3 import Llama3
 
     path = write_byte_level_model(tmp_path / "bytes.gguf")
-    with pytest.raises(EngineError, match=r"'<\|eot_id\|>', but that is not a control token"):
+    with pytest.raises(EngineError, match=r"'<\|eom_id\|>', but none is a control token"):
         LlamaCpp(path, n_ctx=128, format=Llama3())
 
 

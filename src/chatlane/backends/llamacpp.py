@@ -10,6 +10,10 @@ llguidance (see `chatlane.backends._constrained`).
 llama.cpp is not thread-safe: one `LlamaCpp` generates one response at a time (concurrent
 requests wait their turn). The async methods run generation in a worker thread; closing or
 cancelling a stream stops generation at the next token.
+
+The KV cache keeps the previous prompt, so a conversation that grows by a turn evaluates only
+the new tokens. A request with a ``seed`` evaluates its whole prompt afresh instead: the same
+seed then gives the same answer every time, streamed or not.
 """
 
 from __future__ import annotations
@@ -243,16 +247,23 @@ class LlamaCpp(Backend):
         )
 
     def _find_stop_tokens(self) -> dict[int, str]:
-        """The tokens that end generation, with the stop text the parser is told."""
+        """The tokens that end generation, with the stop text the parser is told.
+
+        A stop sequence the vocabulary lacks is skipped (Llama 3.0 has no ``<|eom_id|>``,
+        which 3.1 added); a format none of whose stop sequences is a control token of the
+        model does not fit it.
+        """
         stops: dict[int, str] = {}
         for text in self.format.stop_sequences:
             token = self._special_token(text)
-            if token is None:
-                raise EngineError(
-                    f"the prompt format {self.format.name!r} stops at {text!r}, but that is not "
-                    f"a control token of {str(self.info.path)!r}: the format does not fit the model"
-                )
-            stops[token] = text
+            if token is not None:
+                stops[token] = text
+        if not stops:
+            raise EngineError(
+                f"the prompt format {self.format.name!r} ends turns with "
+                f"{' or '.join(map(repr, self.format.stop_sequences))}, but none is a control "
+                f"token of {str(self.info.path)!r}: the format does not fit the model"
+            )
         eos = self.info.eos_token_id
         if eos is not None and eos not in stops:
             stops[eos] = self._piece(eos).decode("utf-8", "replace")
