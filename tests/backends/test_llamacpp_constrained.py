@@ -231,15 +231,52 @@ def test_closed_schema_forbids_extra_keys_and_changes_nothing_else() -> None:
     assert closed_schema({"type": "object", "additionalProperties": True})["additionalProperties"]
 
 
-def test_tool_formats_without_a_grammar_are_a_clear_error(tiny_model: Path) -> None:
+def test_forced_pythonic_calls_parse_back_into_valid_calls(tiny_model: Path) -> None:
     from chatlane.formats.llama3 import Llama3
 
     pythonic = Llama3("3.2", tool_format="pythonic")
-    with (
-        LlamaCpp(tiny_model, n_ctx=512, format=pythonic) as engine,
-        pytest.raises(InputError, match="'pythonic' tool format"),
-    ):
-        engine.chat("x", tools=[WEATHER], tool_choice="required", max_tokens=5)
+    nested = Tool.from_schema(
+        "plan",
+        {
+            "type": "object",
+            "properties": {
+                "steps": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3},
+                "urgent": {"type": "boolean"},
+                "where": {
+                    "type": "object",
+                    "properties": {"zone": {"type": "integer", "minimum": 0, "maximum": 9}},
+                    "required": ["zone"],
+                },
+            },
+            "required": ["steps", "urgent", "where"],
+        },
+    )
+    tools = {t.name: t for t in (WEATHER, nested)}
+    with LlamaCpp(tiny_model, n_ctx=1024, n_threads=1, format=pythonic) as engine:
+        for seed in range(6):
+            response = engine.chat(
+                "Help.",
+                tools=list(tools.values()),
+                tool_choice="required",
+                seed=seed,
+                max_tokens=150,
+            )
+            [call] = response.tool_calls
+            assert call.valid, call
+            assert validate(dict(call.arguments), tools[call.name].parameters) == []
+
+
+def test_a_parameter_name_that_is_no_identifier_cannot_be_a_pythonic_call() -> None:
+    odd = Tool.from_schema("odd", {"type": "object", "properties": {"a-b": {"type": "integer"}}})
+    request = ChatRequest((user("x"),), tools=(odd,), tool_choice="required")
+    with pytest.raises(InputError, match="'a-b', which is not a Python identifier"):
+        grammar_for(request, "pythonic")
+
+
+def test_an_unknown_tool_format_is_a_clear_error() -> None:
+    request = ChatRequest((user("x"),), tools=(WEATHER,), tool_choice="required")
+    with pytest.raises(InputError, match="'xml' tool format"):
+        grammar_for(request, "xml")
 
 
 def test_forcing_a_builtin_tool_is_a_clear_error() -> None:

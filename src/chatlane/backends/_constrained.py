@@ -15,6 +15,7 @@ with flexible whitespace a weak model can emit whitespace forever.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -112,10 +113,39 @@ def _call_rule(
         return (
             f'{json.dumps(f"<function={tool.name}>")} %json {json.dumps(parameters)} "</function>"'
         )
+    if tool_format == "pythonic":
+        return _pythonic_rule(tool, closed, options)
     raise InputError(
         f"the embedded engine cannot force tool calls in the {tool_format!r} tool format yet "
-        "(it can in 'json' and 'function_tag'); use tool_choice='auto'"
+        "(it can in 'json', 'function_tag' and 'pythonic'); use tool_choice='auto'"
     )
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _pythonic_rule(tool: Tool, closed: Mapping[str, Any], options: Mapping[str, Any]) -> str:
+    """``get_weather(city="Paris", unit="celsius")``: Llama 3.2/3.3's pythonic call.
+
+    Every property is written, in the schema's order, as ``name=<JSON value>``: JSON values
+    read as Python literals (chatlane's pythonic reader also takes ``true``/``null``), so each
+    value is constrained by its own schema. ``$defs`` are carried into every value's schema.
+    """
+    properties = closed.get("properties") or {}
+    defs = {k: closed[k] for k in ("$defs", "definitions") if k in closed}
+    parts = [json.dumps(f"{tool.name}(")]
+    for i, (name, schema) in enumerate(properties.items()):
+        if not _IDENTIFIER.match(name):
+            raise InputError(
+                f"tool {tool.name!r} has the parameter {name!r}, which is not a Python "
+                "identifier and cannot be written as a pythonic call"
+            )
+        value = {**(schema if isinstance(schema, Mapping) else {}), **defs}
+        value["x-guidance"] = dict(options)
+        prefix = f"{', ' if i else ''}{name}="
+        parts.append(f"{json.dumps(prefix)} %json {json.dumps(value)}")
+    parts.append('")"')
+    return " ".join(parts)
 
 
 def grammar_for(
@@ -140,7 +170,9 @@ def grammar_for(
             f"call_{i}: {_call_rule(t, tool_format, options, typed_json_calls)}"
             for i, t in enumerate(tools)
         ]
-        start = "start: " + " | ".join(f"call_{i}" for i in range(len(tools)))
+        calls = " | ".join(f"call_{i}" for i in range(len(tools)))
+        # A pythonic answer is a list of calls: [get_weather(city="Paris")].
+        start = f'start: "[" ({calls}) "]"' if tool_format == "pythonic" else f"start: {calls}"
         return llguidance.LLMatcher.grammar_from_lark("\n".join([start, *rules])), True
     response_format = request.response_format
     if response_format is None:
