@@ -105,8 +105,11 @@ def main() -> None:
             n += 1
         return n
 
+    vocab = llm._model.vocab
+    end_tokens = {t for t in range(llm.n_vocab()) if llama_vocab_is_eog(vocab, t)}
+
     def llama_cpp_generate() -> int:
-        # The lowest level: the token generator, no detokenizing.
+        # The lowest level: the token generator, no detokenizing, a set lookup for the end.
         llm.reset()
         llm.set_seed(SEED)
         n = 0
@@ -117,7 +120,7 @@ def main() -> None:
             top_k=SAMPLING["top_k"],
             min_p=SAMPLING["min_p"],
         ):
-            if llama_vocab_is_eog(llm._model.vocab, token):  # as create_completion checks
+            if token in end_tokens:
                 break
             n += 1
             if n >= TOKENS:
