@@ -195,6 +195,29 @@ def test_unusable_settings_are_input_errors(
         engine.chat("Hi", max_tokens=1, **params)
 
 
+def test_async_calls_raise_the_same_clear_errors(engine: LlamaCpp) -> None:
+    async def run() -> None:
+        with pytest.raises(InputError, match="one choice"):
+            await engine.achat("Hi", max_tokens=1, n=2)
+        # ... and the engine is free afterwards.
+        response = await engine.achat("Hi", max_tokens=2, extra=NO_END)
+        assert response.usage is not None
+        assert response.usage.completion_tokens == 2
+
+    asyncio.run(run())
+
+
+def test_concurrent_async_requests_take_turns(engine: LlamaCpp) -> None:
+    request = ChatRequest((user("Count."),), max_tokens=8, seed=9, extra=NO_END)
+    expected = engine.chat(request).text
+
+    async def run() -> list[str]:
+        responses = await asyncio.gather(*(engine.achat(request) for _ in range(3)))
+        return [r.text for r in responses]
+
+    assert asyncio.run(run()) == [expected] * 3
+
+
 def test_a_prompt_longer_than_the_context_is_an_input_error(engine: LlamaCpp) -> None:
     with pytest.raises(InputError, match=r"the context holds 1024"):
         engine.chat("word " * 1500, max_tokens=1)
