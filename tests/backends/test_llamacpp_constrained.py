@@ -218,6 +218,20 @@ def test_forced_calls_follow_each_tool_format(other_format_engine: LlamaCpp) -> 
     assert engine.render(history, tools=[WEATHER, TIME]).tokens
 
 
+def test_a_json_object_response_format_allows_any_object(engine: LlamaCpp) -> None:
+    import llguidance
+
+    from chatlane.request import ResponseFormat
+
+    request = ChatRequest((user("x"),), response_format=ResponseFormat.json_object())
+    found = grammar_for(request, "json")
+    assert found is not None
+    matcher = llguidance.LLMatcher(engine._tokenizer(), found[0])
+    text = '{"any": ["keys", 1, true], "at": {"all": null}}'
+    assert matcher.consume_tokens(engine.llama.tokenize(text.encode(), add_bos=False))
+    assert matcher.is_accepting()
+
+
 def test_closed_schema_forbids_extra_keys_and_changes_nothing_else() -> None:
     schema = {
         "type": "object",

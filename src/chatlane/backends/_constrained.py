@@ -8,6 +8,10 @@ Why llguidance and not llama-cpp-python's own JSON-schema converter: that conver
 control characters into strings (its outputs failed a strict ``json.loads`` 4 times in 10)
 and ignores ``minimum``/``maximum`` (measured with llama-cpp-python 0.3.36, see ENGINE.md).
 
+Forced calls are written in the prompt format's own syntax: JSON (``{"name": ...,
+"parameters": ...}``, with ``"type": "function"`` first as Meta writes it), the function tag
+(``<function=name>{...}</function>``) or the pythonic list (``[name(a=1)]``).
+
 Whitespace is strict by default (one space after ``:`` and ``,``, as ``json.dumps`` writes):
 with flexible whitespace a weak model can emit whitespace forever.
 """
@@ -178,6 +182,7 @@ def grammar_for(
     if response_format is None:
         return None
     if response_format.schema is None:
+        # Any JSON object was asked for: keys too are the model's choice.
         schema: dict[str, Any] = {"type": "object"}
     else:
         schema = closed_schema(response_format.schema)

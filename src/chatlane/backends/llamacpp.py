@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from chatlane.backends.base import Backend
+from chatlane.backends.base import Backend, RequestLike
 from chatlane.errors import EngineError, InputError
 from chatlane.events import ChatEvent, ResponseStarted, UsageReported
 from chatlane.formats.base import Prompt, PromptFormat
@@ -293,7 +293,7 @@ class LlamaCpp(Backend):
 
     # Requests.
 
-    def render(self, request: ChatRequest | Sequence[Any] | str, /, **params: Any) -> Prompt:
+    def render(self, request: RequestLike, /, **params: Any) -> Prompt:
         """The exact prompt (text and token ids) the engine would receive for this request."""
         req = self.request(request, **params)
         prompt = self.format.render(req)
