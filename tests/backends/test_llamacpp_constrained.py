@@ -218,6 +218,21 @@ def test_forced_calls_follow_each_tool_format(other_format_engine: LlamaCpp) -> 
     assert engine.render(history, tools=[WEATHER, TIME]).tokens
 
 
+def test_a_response_format_that_looks_like_a_tool_call_stays_text(engine: LlamaCpp) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"const": "get_weather"},
+            "parameters": WEATHER.parameters,
+        },
+        "required": ["name", "parameters"],
+    }
+    response = engine.chat("x", tools=[WEATHER], response_format=schema, seed=1, max_tokens=120)
+    assert response.tool_calls == ()
+    assert response.finish_reason == "stop"
+    assert json.loads(response.text)["name"] == "get_weather"
+
+
 def test_a_json_object_response_format_allows_any_object(engine: LlamaCpp) -> None:
     import llguidance
 

@@ -203,6 +203,7 @@ class Constraint:
         end_tokens: the tokens that may end the output once the grammar is complete.
         eog_tokens: every token that ends generation (only ``end_tokens`` of them are allowed).
         what: named in errors ("the response format", "the forced tool call").
+        is_call: the grammar is a forced tool call (else a response format).
     """
 
     def __init__(
@@ -213,6 +214,8 @@ class Constraint:
         end_tokens: Sequence[int],
         eog_tokens: Sequence[int],
         what: str,
+        *,
+        is_call: bool = False,
     ) -> None:
         import llguidance
         import numpy
@@ -225,6 +228,7 @@ class Constraint:
         self._end_tokens = list(end_tokens)
         self._eog_tokens = list(eog_tokens)
         self._what = what
+        self.is_call = is_call
 
     def __call__(
         self, input_ids: npt.NDArray[np.intc], logits: npt.NDArray[np.single]

@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from chatlane.backends.base import Backend, RequestLike
 from chatlane.errors import EngineError, InputError
-from chatlane.events import ChatEvent, ResponseStarted, UsageReported
-from chatlane.formats.base import Prompt, PromptFormat
+from chatlane.events import ChatEvent, Finished, ResponseStarted, TextDelta, UsageReported
+from chatlane.formats.base import Prompt, PromptFormat, StreamParser
 from chatlane.request import ChatRequest
-from chatlane.response import Usage
+from chatlane.response import FinishReason, Usage
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -383,7 +383,9 @@ class LlamaCpp(Backend):
         # An answer ends its turn (<|eot_id|>); a call may also wait for its result (<|eom_id|>).
         ends = [t for t, text in self._stop_tokens.items() if is_call or "eom" not in text]
         what = "the forced tool call" if is_call else "the response format"
-        return Constraint(self._tokenizer(), grammar, self._n_vocab, ends, self._eog_tokens, what)
+        return Constraint(
+            self._tokenizer(), grammar, self._n_vocab, ends, self._eog_tokens, what, is_call=is_call
+        )
 
     def _acquire(self) -> None:
         if self._closed:
@@ -409,7 +411,13 @@ class LlamaCpp(Backend):
         sampling = self._sampling(request)
         bias = self._logit_bias(request)
         constraint = self._constraint(request)
-        parser = self.format.stream_parser(request)
+        parser: StreamParser
+        if constraint is not None and not constraint.is_call:
+            # The output is the JSON the response format asked for: text, never a tool call,
+            # even when it looks like one ({"name": ..., "parameters": ...}).
+            parser = _TextParser()
+        else:
+            parser = self.format.stream_parser(request)
         stops = _StopStrings(request.stop)
         n_prompt = len(prompt.tokens)
         room = self.llama.n_ctx() - n_prompt
@@ -553,6 +561,19 @@ def _bias_processor(bias: Mapping[int, float]) -> Any:
         return logits
 
     return process
+
+
+class _TextParser:
+    """A `StreamParser` for output that is text whatever it looks like (a response format's)."""
+
+    def feed(self, text: str) -> list[ChatEvent]:
+        return [TextDelta(text)]
+
+    def finish(
+        self, stop_sequence: str | None = None, *, truncated: bool = False
+    ) -> list[ChatEvent]:
+        reason = FinishReason.LENGTH if truncated else FinishReason.STOP
+        return [Finished(reason, stop_sequence=stop_sequence)]
 
 
 class _StopStrings:
