@@ -186,6 +186,15 @@ def test_forced_tool_calls_parse_back_into_valid_calls(engine: LlamaCpp, choice:
             assert call.name == choice
 
 
+def test_a_streamed_forced_call_is_the_same_call(engine: LlamaCpp) -> None:
+    request = ChatRequest.coerce(
+        "Help.", tools=[WEATHER, TIME], tool_choice="required", seed=4, max_tokens=120
+    )
+    [streamed] = engine.stream(request).response.tool_calls
+    [whole] = engine.chat(request).tool_calls
+    assert (streamed.name, streamed.raw_arguments) == (whole.name, whole.raw_arguments)
+
+
 @pytest.fixture(
     scope="module",
     params=[
