@@ -237,6 +237,23 @@ def test_gguf_metadata_is_read(engine: LlamaCpp) -> None:
     assert "<|start_header_id|>" in info.chat_template
 
 
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [
+        ("Meta Llama 3.1 8B Instruct", "3.1"),
+        ("Llama-3.2-3B-Instruct", "3.2"),
+        ("Llama 3.3 70B Instruct", "3.3"),
+        ("Hermes 3 Llama 3.1 8B", "3.1"),
+        (None, "3.1"),
+    ],
+)
+def test_the_llama3_version_comes_from_the_models_name(name: str | None, version: str) -> None:
+    from chatlane.backends.llamacpp import GGUFInfo, _llama3_format
+
+    info = GGUFInfo(Path("m.gguf"), "llama", name, None, None, None, None)
+    assert _llama3_format(info).name == f"llama{version}-meta"
+
+
 # Loading errors.
 
 
