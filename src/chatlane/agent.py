@@ -719,7 +719,7 @@ class _Loop:
             self._validate(job)
             return True
         if isinstance(decision, StopRun):
-            for other in jobs[index:]:
+            for other in jobs:
                 if other.outcome is None:
                     other.outcome = self._run(
                         other, "cancelled", "The run was stopped before this call ran."
