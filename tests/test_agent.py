@@ -11,41 +11,32 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from chatlane import (
+from chatlane.agent import (
     AgentError,
     AgentResult,
     ApproveCall,
     CancelCall,
     ChangeCall,
-    ChatResponse,
-    ConnectError,
-    Fake,
-    InputError,
-    Message,
     OutputRejected,
-    Role,
     RunFinished,
     StepFinished,
     StepStarted,
     StopReason,
     StopRun,
-    StructuredOutputError,
-    TextDelta,
-    Tool,
-    ToolCall,
     ToolRunFinished,
     ToolRunStarted,
-    Usage,
     arun,
     arun_stream,
-    assistant,
     run,
     run_stream,
-    system,
-    tool,
-    tool_result,
-    user,
 )
+from chatlane.backends.fake import Fake
+from chatlane.errors import ConnectError, InputError, StructuredOutputError
+from chatlane.events import ResponseStarted, TextDelta
+from chatlane.messages import Message, Role, ToolCall, assistant, system, tool_result, user
+from chatlane.request import ChatRequest
+from chatlane.response import ChatResponse, Usage
+from chatlane.tools import Tool, brave_search, code_interpreter, tool
 
 
 @tool
@@ -857,8 +848,6 @@ def test_output_without_a_format_or_an_answer_is_an_agent_error(
 
 
 def test_code_interpreter_runs_only_when_enabled() -> None:
-    from chatlane import code_interpreter
-
     with pytest.raises(InputError, match="code_interpreter=True"):
         run(Fake(["x"]), "go", tools=[code_interpreter])
 
@@ -914,8 +903,6 @@ def test_search_tools_run_through_the_callers_functions(go: Callable[..., AgentR
 
 
 def test_a_builtin_search_tool_without_a_function_is_an_input_error() -> None:
-    from chatlane import brave_search
-
     with pytest.raises(InputError, match="brave_search=<a function"):
         run(Fake(["x"]), "go", tools=[brave_search])
 
@@ -972,7 +959,7 @@ def test_the_async_stream_reports_the_same_events_as_the_sync_one() -> None:
         sync_kinds = [e.kind for e in stream]
         sync_result = stream.result
 
-    async def main() -> tuple[list[str], AgentResult]:
+    async def main() -> tuple[list[Any], AgentResult]:
         async with arun_stream(script(), "go", tools=[add]) as astream:
             kinds = [e.kind async for e in astream]
             return kinds, astream.result
@@ -1009,8 +996,6 @@ def test_a_backend_failure_keeps_the_steps_so_far(go: Callable[..., AgentResult]
 
 
 def test_a_stream_broken_midway_keeps_the_partial_response(go: Callable[..., AgentResult]) -> None:
-    from chatlane import ResponseStarted
-
     fake = Fake([[ResponseStarted(id="r"), TextDelta("Half an ans"), ConnectError("reset")]])
     with pytest.raises(AgentError) as info:
         go(fake, "go")
@@ -1033,8 +1018,6 @@ def test_tool_choice_is_sent_until_the_model_has_called_a_tool(
 
 
 def test_a_chat_request_can_start_a_run(go: Callable[..., AgentResult]) -> None:
-    from chatlane import ChatRequest
-
     request = ChatRequest((user("go"),), tools=(add,), temperature=0.1)
     fake = Fake([Fake.calls(call("add", {"a": 1, "b": 2})), "3"])
     result = go(fake, request, tools=[divide])
