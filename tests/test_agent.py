@@ -598,6 +598,27 @@ def test_tool_timeout_reports_the_slow_call_and_goes_on(go: Callable[..., AgentR
     assert result.text == "gave up"
 
 
+def test_a_hung_tool_frees_its_slot_when_its_time_runs_out(
+    go: Callable[..., AgentResult],
+) -> None:
+    release = threading.Event()
+
+    @tool
+    def hang() -> str:
+        """Hangs."""
+        release.wait(10)
+        return "late"
+
+    fake = Fake([Fake.calls(call("hang", id="h"), call("add", {"a": 1, "b": 1}, id="a")), "ok"])
+    try:
+        result = go(fake, "go", tools=[hang, add], tool_timeout=0.2, max_parallel=1)
+    finally:
+        release.set()
+    # With one slot, the second call runs once the first has timed out.
+    assert [(r.call.id, r.status) for r in result.tool_runs] == [("h", "timeout"), ("a", "ok")]
+    assert result.text == "ok"
+
+
 def test_the_token_budget_ends_the_run_and_caps_max_tokens(go: Callable[..., AgentResult]) -> None:
     script = [Fake.calls(call("add", {"a": i, "b": 1}, id=str(i))) for i in range(10)]
     fake = Fake(script)

@@ -45,6 +45,7 @@ import enum
 import inspect
 import json
 import queue
+import threading
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -55,7 +56,6 @@ from collections.abc import (
     Iterator,
     Sequence,
 )
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, ClassVar, Literal, Self, TypeAlias
@@ -1042,30 +1042,41 @@ def _sync_execute(loop: _Loop, jobs: list[_Job], done: dict[int, ToolRun]) -> It
             error = e
         messages.put(("finished", job, time.monotonic() - started, value, error))
 
-    workers = min(len(jobs), loop.settings.max_parallel)
-    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatlane-tool")
-    try:
-        for job in jobs:
-            executor.submit(work, job)
-        while any(job.index not in done for job in jobs):
-            try:
-                kind, job, number, value, error = messages.get(timeout=loop.wait_time(jobs, done))
-            except queue.Empty:
-                for run in loop.expired(jobs, done):
-                    yield ToolRunFinished(run)
-                continue
+    # Daemon threads rather than a pool: a tool that hangs past its timeout keeps no slot
+    # and cannot hold up the interpreter's exit (a pool's threads are joined at exit).
+    waiting = list(jobs)
+    running: set[int] = set()
+
+    def start_more() -> None:
+        while waiting and len(running) < loop.settings.max_parallel:
+            job = waiting.pop(0)
             if job.index in done:
-                continue  # it finished after its time ran out: its result came too late
-            if kind == "started":
-                job.started = number
-                yield ToolRunStarted(job.step, job.index, job.call)
-            else:
-                run = loop.completed(job, value, error, number)
-                done[job.index] = run
+                continue
+            running.add(job.index)
+            name = f"chatlane-tool-{job.call.name}"
+            threading.Thread(target=work, args=(job,), name=name, daemon=True).start()
+
+    start_more()
+    while any(job.index not in done for job in jobs):
+        try:
+            kind, job, number, value, error = messages.get(timeout=loop.wait_time(jobs, done))
+        except queue.Empty:
+            for run in loop.expired(jobs, done):
+                running.discard(run.index)
                 yield ToolRunFinished(run)
-    finally:
-        # Threads cannot be stopped: a tool that timed out finishes in the background.
-        executor.shutdown(wait=False, cancel_futures=True)
+            start_more()
+            continue
+        if job.index in done:
+            continue  # it finished after its time ran out: its result came too late
+        if kind == "started":
+            job.started = number
+            yield ToolRunStarted(job.step, job.index, job.call)
+        else:
+            run = loop.completed(job, value, error, number)
+            done[job.index] = run
+            running.discard(job.index)
+            start_more()
+            yield ToolRunFinished(run)
 
 
 # The async driver --------------------------------------------------------------------------
@@ -1143,14 +1154,40 @@ async def _async_execute(
     messages = asyncio.Queue()
     event_loop = asyncio.get_running_loop()
     limit = asyncio.Semaphore(loop.settings.max_parallel)
-    executor = ThreadPoolExecutor(
-        max_workers=min(len(jobs), loop.settings.max_parallel), thread_name_prefix="chatlane-tool"
-    )
 
-    def in_thread(job: _Job, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        started = time.monotonic()
-        event_loop.call_soon_threadsafe(messages.put_nowait, ("started", job, started, None, None))
-        return _function(job)(*args, **kwargs)
+    async def in_thread(job: _Job, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # A daemon thread per sync tool (see _sync_execute); its outcome comes back through
+        # a future of this event loop.
+        future: asyncio.Future[Any] = event_loop.create_future()
+
+        def settle(value: Any, error: BaseException | None) -> None:
+            if future.done():
+                return  # cancelled: the call's time ran out
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+        def target() -> None:
+            started = time.monotonic()
+            value: Any = None
+            error: BaseException | None = None
+            with contextlib.suppress(RuntimeError):  # the event loop may be closed by now
+                event_loop.call_soon_threadsafe(
+                    messages.put_nowait, ("started", job, started, None, None)
+                )
+            try:
+                value = _function(job)(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = asyncio.run(_awaited(value))
+            except BaseException as e:  # a tool's SystemExit too must not end the run
+                error = e
+            with contextlib.suppress(RuntimeError):
+                event_loop.call_soon_threadsafe(settle, value, error)
+
+        name = f"chatlane-tool-{job.call.name}"
+        threading.Thread(target=target, name=name, daemon=True).start()
+        return await future
 
     async def work(job: _Job) -> None:
         async with limit:
@@ -1164,11 +1201,7 @@ async def _async_execute(
                     messages.put_nowait(("started", job, started, None, None))
                     value = await function(*args, **kwargs)
                 else:
-                    value = await event_loop.run_in_executor(
-                        executor, lambda: in_thread(job, args, kwargs)
-                    )
-                    if inspect.isawaitable(value):
-                        value = await value
+                    value = await in_thread(job, args, kwargs)
             except asyncio.CancelledError:
                 raise
             except BaseException as e:  # a tool's SystemExit too must not end the run
@@ -1184,7 +1217,7 @@ async def _async_execute(
             ready, _ = await asyncio.wait({getter}, timeout=loop.wait_time(jobs, done))
             if not ready:
                 for run in loop.expired(jobs, done):
-                    tasks[run.index].cancel()
+                    tasks[run.index].cancel()  # frees its slot; a thread runs on unseen
                     yield ToolRunFinished(run)
                 continue
             kind, job, number, value, error = getter.result()
@@ -1203,7 +1236,6 @@ async def _async_execute(
             getter.cancel()
         for task in tasks.values():
             task.cancel()
-        executor.shutdown(wait=False, cancel_futures=True)
 
 
 # Streams and the public functions ----------------------------------------------------------
