@@ -477,6 +477,7 @@ def test_consecutive_failures_end_the_run(go: Callable[..., AgentResult]) -> Non
     assert result.stop_reason is StopReason.TOOL_FAILURES
     assert len(fake.requests) == 3
     assert result.detail.startswith("3 tool call(s) in a row failed (max_tool_failures=3)")
+    assert "the last: Error: invalid arguments for tool 'divide'" in result.detail
     # The failed results are kept, so the conversation can go on.
     assert result.messages[-1].role is Role.TOOL
     assert result.messages[-1].tool_call_id == "3"

@@ -520,6 +520,12 @@ class _Loop:
 
     # Steps.
 
+    def begin(self) -> None:
+        """Start the run's clock (when the run starts, not when it was set up)."""
+        self.started = time.monotonic()
+        deadline = self.settings.deadline
+        self.deadline_at = None if deadline is None else self.started + deadline
+
     def unanswered_calls(self) -> list[_Job]:
         """Calls at the end of the caller's conversation that have no result yet (a resumed
         run): they run before the first model call."""
@@ -837,7 +843,8 @@ class _Loop:
         self.conversation.extend(done[job.index].message for job in sorted(jobs, key=_index))
         limit = self.settings.max_tool_failures
         if self.failures >= limit:
-            last = done[max(done)].content if done else ""
+            failed = [r for r in self.runs if r.status in ("error", "invalid", "timeout")]
+            last = failed[-1].content if failed else ""
             self.finish(
                 StopReason.TOOL_FAILURES,
                 f"{self.failures} tool call(s) in a row failed (max_tool_failures={limit}); "
@@ -962,6 +969,7 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 
 
 def _drive(loop: _Loop) -> Generator[AgentEvent, None, AgentResult]:
+    loop.begin()
     jobs = loop.unanswered_calls()
     if jobs:
         yield from _sync_tools(loop, jobs)
@@ -1083,6 +1091,7 @@ def _sync_execute(loop: _Loop, jobs: list[_Job], done: dict[int, ToolRun]) -> It
 
 
 async def _adrive(loop: _Loop) -> AsyncGenerator[AgentEvent, None]:
+    loop.begin()
     jobs = loop.unanswered_calls()
     if jobs:
         async for event in _async_tools(loop, jobs):
