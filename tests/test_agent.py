@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from chatlane._sandbox import Sandbox
 from chatlane.agent import (
     AgentError,
     AgentResult,
@@ -896,6 +897,31 @@ def test_failing_code_is_an_error_result_the_model_reads(go: Callable[..., Agent
     assert result.tool_runs[0].status == "error"
     assert "ZeroDivisionError: division by zero" in text
     assert text.endswith("[error]\nZeroDivisionError: division by zero\n[/error]")
+
+
+def test_runaway_code_is_stopped_and_secrets_stay_outside(
+    go: Callable[..., AgentResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATLANE_AGENT_SECRET", "sk-top-secret")
+    fake = Fake(
+        [
+            Fake.calls(
+                call("code_interpreter", {"code": "while True:\n    pass"}, id="loop"),
+                call(
+                    "code_interpreter",
+                    {"code": "import os\nos.environ.get('CHATLANE_AGENT_SECRET')"},
+                    id="env",
+                ),
+            ),
+            "ok",
+        ]
+    )
+    result = go(fake, "go", code_interpreter=Sandbox(timeout=1))
+    assert tool_messages(fake.requests[1].messages) == [
+        ("loop", "[error]\nthe code was stopped after the time limit of 1 s\n[/error]"),
+        ("env", "[no output]"),
+    ]
+    assert [r.status for r in result.tool_runs] == ["error", "ok"]
 
 
 def test_search_tools_run_through_the_callers_functions(go: Callable[..., AgentResult]) -> None:
