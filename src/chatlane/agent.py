@@ -975,7 +975,10 @@ def _drive(loop: _Loop) -> Generator[AgentEvent, None, AgentResult]:
         yield from _sync_tools(loop, jobs)
     while (request := loop.next_request()) is not None:
         yield StepStarted(loop.step, request)
-        stream = loop.backend.stream(request)
+        try:
+            stream = loop.backend.stream(request)
+        except Exception as e:
+            raise loop.backend_failed(e) from e
         cut = False
         try:
             while True:
@@ -1098,7 +1101,10 @@ async def _adrive(loop: _Loop) -> AsyncGenerator[AgentEvent, None]:
             yield event
     while (request := loop.next_request()) is not None:
         yield StepStarted(loop.step, request)
-        stream = loop.backend.astream(request)
+        try:
+            stream = loop.backend.astream(request)
+        except Exception as e:
+            raise loop.backend_failed(e) from e
         cut = False
         try:
             while True:
