@@ -26,7 +26,7 @@ def fail(reason: str) -> str:
     raise RuntimeError(reason)
 
 
-CALLS = st.one_of(
+CALLS: st.SearchStrategy[tuple[str, Any]] = st.one_of(
     st.builds(lambda a, b: ("add", {"a": a, "b": b}), st.integers(-9, 9), st.integers(-9, 9)),
     st.builds(lambda a: ("add", {"a": a}), st.integers()),
     st.builds(lambda r: ("fail", {"reason": r}), st.text(max_size=20)),
