@@ -270,20 +270,19 @@ def test_a_schema_tool_with_a_function_is_validated_against_its_schema(
 
 def test_parallel_calls_run_concurrently_and_answer_in_call_order() -> None:
     barrier = threading.Barrier(2, timeout=10)
-    second_done = threading.Event()
+    fast_reported = threading.Event()
 
     @tool
     def slow(name: str) -> str:
-        """Finishes only after `fast` has finished."""
+        """Finishes only after the loop has reported `fast` as finished."""
         barrier.wait()  # both calls are running at the same time, or this times out
-        assert second_done.wait(10)
+        assert fast_reported.wait(10)
         return f"slow {name}"
 
     @tool
     def fast(name: str) -> str:
         """Finishes at once."""
         barrier.wait()
-        second_done.set()
         return f"fast {name}"
 
     fake = Fake(
@@ -296,6 +295,8 @@ def test_parallel_calls_run_concurrently_and_answer_in_call_order() -> None:
             log.append(("started", event.index))
         elif isinstance(event, ToolRunFinished):
             log.append(("finished", event.run.index))
+            if event.run.index == 1:
+                fast_reported.set()
 
     result = run(fake, "go", tools=[slow, fast], on_event=on_event)
 
@@ -571,7 +572,7 @@ def test_the_deadline_cuts_a_slow_model_and_keeps_its_partial_answer(
     go: Callable[..., AgentResult],
 ) -> None:
     fake = Fake(["one two three four five six seven eight nine ten"], chunk_size=2, delay=0.05)
-    result = go(fake, "go", deadline=0.3)
+    result = go(fake, "go", deadline=0.5)
     assert result.stop_reason is StopReason.DEADLINE
     partial = result.responses[-1]
     assert partial.finish_reason == "incomplete"
