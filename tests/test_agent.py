@@ -1039,6 +1039,8 @@ def test_a_backend_failure_keeps_the_steps_so_far(go: Callable[..., AgentResult]
     with pytest.raises(AgentError, match="the run stopped at step 2: refused") as info:
         go(fake, "go", tools=[add])
     partial = info.value.result
+    assert partial.stop_reason is StopReason.FAILED
+    assert partial.detail == "the backend failed at step 2: refused"
     assert isinstance(info.value.__cause__, ConnectError)
     assert len(partial.responses) == 1
     assert tool_messages(partial.messages) == [("1", "3")]

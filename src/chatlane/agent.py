@@ -117,6 +117,8 @@ class StopReason(enum.StrEnum):
     """A ``before_tool_call`` hook stopped the run."""
     CLOSED = "closed"
     """The caller closed the run's stream before it ended."""
+    FAILED = "failed"
+    """The backend failed (the result of the `AgentError` raised)."""
 
 
 ToolRunStatus: TypeAlias = Literal["ok", "error", "invalid", "cancelled", "timeout"]
@@ -871,8 +873,8 @@ class _Loop:
         if isinstance(error, StreamInterrupted):
             self.record_response(error.partial)
         where = f"step {self.step}" if self.step else "the start"
-        self.detail = f"the backend failed at {where}: {error}"
-        result = replace(self.result(), stop_reason=StopReason.CLOSED)
+        self.finish(StopReason.FAILED, f"the backend failed at {where}: {error}")
+        result = self.result()
         return AgentError(f"the run stopped at {where}: {error}", result=result)
 
 
