@@ -1000,6 +1000,49 @@ def test_closing_the_stream_early_keeps_what_happened() -> None:
     assert len(fake.requests) == 1
 
 
+def test_closing_the_async_stream_early_keeps_what_happened() -> None:
+    fake = Fake([Fake.calls(call("add", {"a": 1, "b": 2}, id="1")), "It is 3."])
+
+    async def main() -> AgentResult:
+        async with arun_stream(fake, "go", tools=[add]) as stream:
+            async for event in stream:
+                if isinstance(event, ToolRunFinished):
+                    break
+        return stream.result
+
+    result = asyncio.run(main())
+    assert result.stop_reason is StopReason.CLOSED
+    assert len(result.responses) == 1
+    assert len(fake.requests) == 1
+
+
+def test_cancelling_arun_cancels_the_running_tools() -> None:
+    outcome: list[str] = []
+
+    async def main() -> None:
+        started = asyncio.Event()
+
+        @tool
+        async def forever() -> str:
+            """Never returns."""
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                outcome.append("cancelled")
+                raise
+            return "never"
+
+        task = asyncio.create_task(arun(Fake([Fake.calls(call("forever"))]), "go", tools=[forever]))
+        await asyncio.wait_for(started.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert outcome == ["cancelled"]
+
+
 def test_the_async_stream_reports_the_same_events_as_the_sync_one() -> None:
     def script() -> Fake:
         return Fake([Fake.calls(call("add", {"a": 1, "b": 2}, id="1")), "It is 3."])
