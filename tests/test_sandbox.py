@@ -93,6 +93,36 @@ def test_children_of_the_code_die_with_it() -> None:
     assert _died(pid)
 
 
+@pytest.mark.skipif(not isolation_available(), reason="no unprivileged namespaces here")
+def test_isolated_code_cannot_escape_the_kill_with_a_new_session() -> None:
+    marker = f"chatlane-escape-{os.getpid()}-{time.monotonic_ns()}"
+    code = (
+        "import subprocess, sys\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', "
+        f"{marker!r}], start_new_session=True)\n"
+        "while True:\n    pass"
+    )
+    result = Sandbox(timeout=1, isolate=True).run(code)
+    assert result.timed_out
+
+    def survivors() -> list[str]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(entry)
+            except OSError:
+                continue
+        return [pid for pid in found if _process_state(int(pid)) not in ("gone", "Z")]
+
+    for _ in range(100):
+        if not survivors():
+            break
+        time.sleep(0.02)
+    assert survivors() == []
+
+
 def test_the_memory_limit_holds() -> None:
     result = Sandbox(timeout=5, memory_mb=256).run("block = bytearray(1024 * 1024 * 1024)")
     assert result.error == "MemoryError"

@@ -14,9 +14,11 @@ Code never runs in the caller's process. Each run starts a fresh interpreter
 
 Where unprivileged Linux namespaces are available (``unshare``), the child also runs in its
 own user, PID and network namespaces: it sees no other process in ``/proc`` (not even the
-caller's environment through ``/proc/<pid>/environ``) and has no network. Without them the
-process limits above still hold, but a process of the same user can read other processes'
-``/proc`` entries; run chatlane in a container for hostile code.
+caller's environment through ``/proc/<pid>/environ``), has no network, and everything it starts
+dies with it (even in a new session). Without them the limits above still hold, but the code
+can read other processes' ``/proc`` entries of the same user, and a process it starts in a new
+session outlives the time limit; run chatlane in a container for hostile code. Neither way
+limits how many files the code writes in its temporary directory.
 """
 
 from __future__ import annotations
