@@ -1439,9 +1439,11 @@ def run(
         messages: the conversation (never changed), a user's text, or a `ChatRequest`.
         tools: `Tool`s (with functions) or typed functions the model may call.
         max_steps: the most model calls the run makes (output retries included).
-        deadline: seconds the whole run may take.
-        token_budget: the most tokens (prompt and completion, summed over the steps) the
-            run may use; it also caps each call's ``max_tokens``.
+        deadline: seconds the whole run may take. It is checked between a stream's events
+            and while tools run; a sync backend blocked waiting for its first byte is
+            bounded by its own timeouts (`arun` cancels it at the deadline).
+        token_budget: the most tokens (prompt and completion, summed over the steps, as the
+            backend reports them) the run may use; it also caps each call's ``max_tokens``.
         max_tool_failures: failed tool calls in a row that end the run.
         tool_timeout: seconds one tool call may take (its result is then a timeout error).
         response_format: a Pydantic model class or JSON schema the answer must match.
