@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import threading
 import time
 from collections.abc import Callable
@@ -453,17 +455,44 @@ def test_a_tool_calling_sys_exit_does_not_end_the_run(go: Callable[..., AgentRes
 
 
 def test_a_result_that_cannot_be_sent_is_reported(go: Callable[..., AgentResult]) -> None:
+    odd = object()
+
     @tool
     def make() -> Any:
         """Returns something odd."""
-        return {1, 2}
+        return odd
 
     fake = Fake([Fake.calls(call("make", id="x")), "ok"])
     result = go(fake, "go", tools=[make])
     assert tool_messages(fake.requests[1].messages) == [
-        ("x", "Error: tool 'make' returned a set, which cannot be sent as text or JSON")
+        (
+            "x",
+            "Error: tool 'make' returned a value of type object, which cannot be sent as text or JSON",
+        )
     ]
-    assert result.tool_runs[0].value == {1, 2}
+    assert result.tool_runs[0].value is odd
+    assert result.tool_runs[0].status == "error"
+
+
+@dataclasses.dataclass
+class Reading:
+    when: datetime.date
+    values: set[int]
+
+
+def test_dataclasses_dates_and_models_in_lists_are_sent_as_json(
+    go: Callable[..., AgentResult],
+) -> None:
+    @tool
+    def readings() -> Any:
+        """Readings."""
+        return [Reading(datetime.date(2026, 1, 2), {3}), City(name="Ulm", people=2)]
+
+    fake = Fake([Fake.calls(call("readings", id="x")), "ok"])
+    go(fake, "go", tools=[readings])
+    assert tool_messages(fake.requests[1].messages) == [
+        ("x", '[{"when":"2026-01-02","values":[3]},{"name":"Ulm","people":2}]')
+    ]
 
 
 def test_consecutive_failures_end_the_run(go: Callable[..., AgentResult]) -> None:

@@ -773,7 +773,7 @@ class _Loop:
         try:
             content = _content(value)
         except (TypeError, ValueError) as e:
-            text = f"Error: tool {name!r} returned a {type(value).__name__}, which cannot be sent as text or JSON"
+            text = f"Error: tool {name!r} returned a value of type {type(value).__name__}, which cannot be sent as text or JSON"
             return self._run(job, "error", text, value=value, error=e, duration=took)
         return self._run(job, "ok", content, value=value, duration=took)
 
@@ -960,7 +960,13 @@ def _content(value: Any) -> str | tuple[Text | Image, ...]:
     dump = getattr(value, "model_dump_json", None)
     if callable(dump):
         return str(dump())
-    return json.dumps(value, ensure_ascii=False)
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except TypeError:
+        # Dataclasses, dates, sets, models inside lists: pydantic knows how to send them.
+        import pydantic_core
+
+        return pydantic_core.to_json(value).decode()
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
