@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -1194,3 +1196,57 @@ def test_a_chat_response_script_item_with_its_own_usage(go: Callable[..., AgentR
     fake = Fake([ChatResponse(assistant("ok"), usage=Usage(5, 2, 7))])
     result = go(fake, "go")
     assert result.usage == Usage(5, 2, 7)
+
+
+def test_a_hung_tool_does_not_keep_the_program_from_exiting() -> None:
+    script = (
+        "import time\n"
+        "from chatlane.agent import run\n"
+        "from chatlane.backends.fake import Fake\n"
+        "from chatlane.tools import tool\n"
+        "@tool\n"
+        "def hang() -> str:\n"
+        '    """Hangs."""\n'
+        "    time.sleep(3600)\n"
+        "    return 'never'\n"
+        "result = run(Fake([Fake.calls(Fake.call('hang')), 'ok']), 'go', tools=[hang], tool_timeout=0.2)\n"
+        "print(result.tool_runs[0].status, result.text)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "timeout ok\n"
+    assert time.monotonic() - started < 30
+
+
+def test_worker_threads_are_reused_and_leave_when_idle() -> None:
+    from chatlane.agent import _Workers
+
+    workers = _Workers()
+    workers.IDLE_SECONDS = 0.2
+    names: list[int] = []
+    finished = threading.Semaphore(0)
+
+    def task() -> None:
+        names.append(threading.get_ident())
+        finished.release()
+
+    for _ in range(5):
+        workers.submit(task)
+        assert finished.acquire(timeout=10)
+        for _ in range(500):  # let the thread report itself idle again
+            if workers._idle == 1:
+                break
+            time.sleep(0.001)
+    assert len(set(names)) == 1  # one thread served every call in turn
+
+    def alive() -> int:
+        return sum(t.ident in names and t.is_alive() for t in threading.enumerate())
+
+    for _ in range(100):
+        if alive() == 0:
+            break
+        time.sleep(0.02)
+    assert alive() == 0

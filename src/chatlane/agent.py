@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import inspect
 import json
 import queue
@@ -973,6 +974,53 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
+class _Workers:
+    """Daemon threads that run sync tool functions, kept between runs.
+
+    Daemon threads rather than a pool of the standard library: a tool that hangs past its
+    timeout holds no slot of the run (a new thread takes the next call) and cannot hold up
+    the interpreter's exit (a ThreadPoolExecutor's threads are joined at exit). Starting a
+    thread costs about a millisecond on a busy machine, so idle threads wait for the next
+    call and leave after a minute without one.
+    """
+
+    IDLE_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # idle threads not yet promised to a submitted task
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1
+                start = False
+            else:
+                start = True
+        self._tasks.put(task)
+        if start:
+            threading.Thread(target=self._work, name="chatlane-tool", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # no task is promised to this thread: leave
+                        self._idle -= 1
+                        return
+                continue
+            with contextlib.suppress(BaseException):  # tasks report their own errors
+                task()
+            with self._lock:
+                self._idle += 1
+
+
+_WORKERS = _Workers()
+
+
 # The sync driver ---------------------------------------------------------------------------
 
 
@@ -1061,8 +1109,7 @@ def _sync_execute(loop: _Loop, jobs: list[_Job], done: dict[int, ToolRun]) -> It
             error = e
         messages.put(("finished", job, time.monotonic() - started, value, error))
 
-    # Daemon threads rather than a pool: a tool that hangs past its timeout keeps no slot
-    # and cannot hold up the interpreter's exit (a pool's threads are joined at exit).
+    # See _Workers: a call that hangs past its timeout keeps no slot of this run.
     waiting = list(jobs)
     running: set[int] = set()
 
@@ -1072,8 +1119,7 @@ def _sync_execute(loop: _Loop, jobs: list[_Job], done: dict[int, ToolRun]) -> It
             if job.index in done:
                 continue
             running.add(job.index)
-            name = f"chatlane-tool-{job.call.name}"
-            threading.Thread(target=work, args=(job,), name=name, daemon=True).start()
+            _WORKERS.submit(functools.partial(work, job))
 
     start_more()
     while any(job.index not in done for job in jobs):
@@ -1179,7 +1225,7 @@ async def _async_execute(
     limit = asyncio.Semaphore(loop.settings.max_parallel)
 
     async def in_thread(job: _Job, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # A daemon thread per sync tool (see _sync_execute); its outcome comes back through
+        # A worker thread runs the sync tool (see _Workers); its outcome comes back through
         # a future of this event loop.
         future: asyncio.Future[Any] = event_loop.create_future()
 
@@ -1208,8 +1254,7 @@ async def _async_execute(
             with contextlib.suppress(RuntimeError):
                 event_loop.call_soon_threadsafe(settle, value, error)
 
-        name = f"chatlane-tool-{job.call.name}"
-        threading.Thread(target=target, name=name, daemon=True).start()
+        _WORKERS.submit(target)
         return await future
 
     async def work(job: _Job) -> None:
