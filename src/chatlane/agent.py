@@ -1512,6 +1512,9 @@ def run(
     Raises:
         InputError: an argument is unusable.
         AgentError: the backend failed; ``.result`` holds everything so far.
+
+    Exceptions raised by your own ``before_tool_call`` or ``on_event`` are not caught: they
+    end the run as they are.
     """
     with run_stream(
         backend,
