@@ -9,8 +9,6 @@ import pytest
 
 from test_cli import CLI, assert_one_line_error, fake
 
-pytest.importorskip("chatlane.agent")
-
 
 @pytest.fixture
 def cli(tmp_path: Path) -> CLI:

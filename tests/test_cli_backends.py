@@ -255,9 +255,9 @@ def test_run_against_a_completion_endpoint_renders_the_llama_prompt(
 @pytest.mark.engine
 def test_run_and_batch_on_the_embedded_engine(cli: CLI) -> None:
     pytest.importorskip("llama_cpp")
-    pytest.importorskip("chatlane.backends.llamacpp")
-    testing = pytest.importorskip("chatlane.testing")
-    model = testing.tiny_llama3_gguf()
+    from chatlane.testing import tiny_llama3_gguf
+
+    model = tiny_llama3_gguf()
     body = json.loads(
         cli.ok("run", "Hello", "--gguf", str(model), "--max-tokens", "6", "--seed", "1", "--json")
     )
@@ -279,5 +279,4 @@ def test_run_and_batch_on_the_embedded_engine(cli: CLI) -> None:
 
 def test_a_missing_gguf_is_one_clear_line(cli: CLI) -> None:
     pytest.importorskip("llama_cpp")
-    pytest.importorskip("chatlane.backends.llamacpp")
     assert_one_line_error(cli("run", "x", "--gguf", "nope.gguf"), 1, "nope.gguf")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from chatlane._config import UsageError
 
 if TYPE_CHECKING:
+    from chatlane.agent import AgentResult
     from chatlane.backends.base import Backend
     from chatlane.batch import BatchProgress
     from chatlane.messages import Message
@@ -435,7 +436,7 @@ class Conversation:
         self.params = {k: v for k, v in (params or {}).items() if v is not None}
         self.messages: list[Message] = []
         self.id: str | None = None
-        self.last_run: Any = None
+        self.last_run: AgentResult | None = None
         """The agent run of the last question, when tools were given."""
 
     def resume(self, id_or_prefix: str) -> LoggedConversation:
@@ -549,13 +550,20 @@ class Conversation:
     def _agent(
         self, request: ChatRequest, out: TextIO | None, notes: TextIO | None
     ) -> ChatResponse:
-        """Run the agent loop (chatlane.agent) on the conversation: stream each step's text,
-        note each tool run, and log every model call and tool run as it happens."""
-        from chatlane._config import optional_import
+        """Run the agent loop on the conversation: stream each step's text, note each tool
+        run, and log every model call and tool run as it happens."""
+        from chatlane.agent import (
+            AgentError,
+            OutputRejected,
+            StepFinished,
+            StepStarted,
+            ToolRunFinished,
+            ToolRunStarted,
+            run_stream,
+        )
         from chatlane.errors import ChatlaneError
+        from chatlane.events import ReasoningDelta, TextDelta, ToolCallStarted
 
-        run_stream = optional_import("chatlane.agent", "run_stream", "--tool needs the agent loop")
-        agent_error = optional_import("chatlane.agent", "AgentError", "--tool needs the agent loop")
         requests: dict[int, ChatRequest] = {}
         started: dict[int, float] = {}
         first: dict[int, float] = {}
@@ -571,20 +579,19 @@ class Conversation:
         stream = run_stream(self.backend, list(request.messages), tools=self.tools, **self.params)
         try:
             for event in stream:
-                kind = event.kind
-                if kind == "step_started":
+                if isinstance(event, StepStarted):
                     step = event.step
                     requests[step] = event.request
                     started[step] = time.monotonic()
-                elif kind in ("text_delta", "reasoning_delta", "tool_call_started"):
+                elif isinstance(event, TextDelta | ReasoningDelta | ToolCallStarted):
                     first.setdefault(step, time.monotonic() - started.get(step, 0.0))
-                    if kind == "text_delta" and out is not None and event.choice == 0:
+                    if isinstance(event, TextDelta) and out is not None and event.choice == 0:
                         out.write(event.text)
                         out.flush()
                         wrote_text = True
-                elif kind == "step_finished":
+                elif isinstance(event, StepFinished):
                     if wrote_text and out is not None and event.response.tool_calls:
-                        out.write("\n")  # the step's text ends; a tool run or answer follows
+                        out.write("\n")  # the step's text ends; its tool runs follow
                         wrote_text = False
                     calls[event.step] = self._log(
                         requests[event.step],
@@ -593,9 +600,9 @@ class Conversation:
                         time.monotonic() - started[event.step],
                         first.get(event.step),
                     )
-                elif kind == "tool_run_started":
+                elif isinstance(event, ToolRunStarted):
                     note(f"[calling {event.call.name}({event.call.raw_arguments})]")
-                elif kind == "tool_run_finished":
+                elif isinstance(event, ToolRunFinished):
                     run = event.run
                     shown = run.content if len(run.content) <= 200 else run.content[:199] + "…"
                     note(f"[{run.call.name} {run.status}: {shown}]")
@@ -610,10 +617,11 @@ class Conversation:
                             error=None if run.ok else f"{run.status}: {run.content}",
                             duration=run.duration,
                         )
-                elif kind == "output_rejected":
+                elif isinstance(event, OutputRejected):
                     again = "; asking again" if event.retry else ""
                     note(f"[the answer does not fit the schema: {_one_line(event.error)}{again}]")
-        except agent_error as e:
+        except AgentError as e:
+            # The step that failed has no StepFinished: log it with the error (and what arrived).
             cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
             if step and step not in calls:
                 self._log(
@@ -626,6 +634,9 @@ class Conversation:
             raise
         except KeyboardInterrupt:
             stream.close()
+            if step and step not in calls:
+                stopped = KeyboardInterrupt("stopped by the user")
+                self._log(requests[step], None, stopped, time.monotonic() - started[step], None)
             self.messages = list(stream.result.messages)
             raise
         result = stream.result
@@ -635,8 +646,7 @@ class Conversation:
             raise ChatlaneError(f"the agent run ended without a model call: {result.detail}")
         if not result.completed:
             note(f"[the run ended early: {result.detail}]")
-        response: ChatResponse = result.response
-        return response
+        return result.response
 
 
 def _conversation(args: argparse.Namespace) -> Conversation:
