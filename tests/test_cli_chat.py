@@ -178,3 +178,32 @@ def test_ctrl_c_stops_an_answer_keeps_what_arrived_and_the_chat_goes_on(cli: CLI
     assert "stopped by the user" in stopped["error"]
     # The partial answer is part of the conversation that continues.
     assert [m["role"] for m in answered["request"]["messages"]] == ["user", "assistant", "user"]
+
+
+@pytest.mark.engine
+def test_a_chat_on_the_embedded_engine(cli: CLI) -> None:
+    import sqlite3
+
+    pytest.importorskip("llama_cpp")
+    from chatlane.testing import tiny_llama3_gguf
+
+    model = tiny_llama3_gguf()
+    term = Terminal(cli, "--gguf", str(model), "--max-tokens", "5", "--seed", "3")
+    term.expect(f"LlamaCpp {model.name}")
+    term.expect("> ")
+    term.type("hello")
+    deadline = time.monotonic() + 60
+    while True:  # the answer is logged once it is complete (random weights: any text)
+        if cli.db.exists():
+            db = sqlite3.connect(cli.db)
+            done = db.execute("SELECT count(*) FROM calls").fetchone()[0]
+            db.close()
+            if done:
+                break
+        assert time.monotonic() < deadline, term.seen
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert term.close() == 0
+    [call] = cli.logs_json("show", "last")["calls"]
+    assert call["response"]["usage"]["completion_tokens"] <= 5
+    assert call["backend"] == f"LlamaCpp {model.name}"
