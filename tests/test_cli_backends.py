@@ -277,6 +277,42 @@ def test_run_and_batch_on_the_embedded_engine(cli: CLI) -> None:
     assert all(r["response"]["usage"]["completion_tokens"] <= 4 for r in lines)
 
 
+@pytest.mark.engine
+def test_structured_output_on_the_embedded_engine(cli: CLI) -> None:
+    pytest.importorskip("llama_cpp")
+    from chatlane.testing import tiny_llama3_gguf
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "unit": {"enum": ["celsius", "fahrenheit"]},
+            "degrees": {"type": "integer", "minimum": -30, "maximum": 45},
+        },
+        "required": ["unit", "degrees"],
+        "additionalProperties": False,
+    }
+    (cli.home / "temp.json").write_text(json.dumps(schema))
+    for seed in ("1", "2"):
+        body = json.loads(
+            cli.ok(
+                "run",
+                "Temperature?",
+                "--gguf",
+                str(tiny_llama3_gguf()),
+                "--schema",
+                "temp.json",
+                "--json",
+                "--max-tokens",
+                "40",
+                "--seed",
+                seed,
+            )
+        )
+        assert body["parsed"]["unit"] in ("celsius", "fahrenheit")
+        assert -30 <= body["parsed"]["degrees"] <= 45
+        assert json.loads(body["text"]) == body["parsed"]
+
+
 def test_a_missing_gguf_is_one_clear_line(cli: CLI) -> None:
     pytest.importorskip("llama_cpp")
     assert_one_line_error(cli("run", "x", "--gguf", "nope.gguf"), 1, "nope.gguf")
