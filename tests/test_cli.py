@@ -185,6 +185,12 @@ def test_structured_output_from_a_pydantic_model(cli: CLI) -> None:
     result = cli("run", "x", "--schema", "models.py:Country", "--backend", fake("city"))
     assert_one_line_error(result, 1, "does not validate as Country")
     assert result.stdout.startswith('{"name": "Heidelberg"')  # the answer is not lost
+    result = cli("run", "x", "--schema", "models.py:Country", "--json", "--backend", fake("city"))
+    assert_one_line_error(result, 1, "does not validate as Country")
+    body = json.loads(result.stdout)
+    assert body["parsed"] is None
+    assert body["text"] == '{"name": "Heidelberg", "population": 160000}'
+    assert "Country" in body["parse_error"]
 
 
 def test_a_broken_stream_keeps_the_partial_answer(cli: CLI) -> None:

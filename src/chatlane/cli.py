@@ -685,7 +685,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("the prompt is empty")
     conversation = _conversation(args)
     stream_to = None if (args.json or args.no_stream) else sys.stdout
-    from chatlane.errors import StreamInterrupted
+    from chatlane.errors import StreamInterrupted, StructuredOutputError
 
     try:
         response = conversation.ask(prompt, stream_to, notes=sys.stderr)
@@ -711,9 +711,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for r in run.tool_runs
             ]
             out["usage"] = usage_to_dict(run.usage)
+        failure: StructuredOutputError | None = None
         if response.response_format is not None:
-            out["parsed"] = _parsed_json(response)
+            try:
+                out["parsed"] = _parsed_json(response)
+            except StructuredOutputError as e:
+                out["parsed"] = None
+                out["parse_error"] = str(e)
+                failure = e
         sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
+        if failure is not None:
+            raise failure  # after the answer is out: it is not lost
     else:
         if stream_to is None:
             sys.stdout.write(response.text)
