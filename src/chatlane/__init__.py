@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from chatlane.backends.base import AsyncChatStream, Backend, ChatStream
     from chatlane.backends.fake import Fake
     from chatlane.backends.llamacpp import LlamaCpp
+    from chatlane.batch import arun_batch, read_batch_input, run_batch
     from chatlane.errors import (
         APIStatusError,
         AuthenticationError,
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
     )
     from chatlane.request import ChatRequest, ResponseFormat, StreamOptions
     from chatlane.response import ChatResponse, Choice, FinishReason, Usage
+    from chatlane.store import Store, StoreError
     from chatlane.tools import (
         Tool,
         brave_search,
@@ -151,6 +153,8 @@ _EXPORTS: dict[str, str] = {
     "StepStarted": "chatlane.agent",
     "StopReason": "chatlane.agent",
     "StopRun": "chatlane.agent",
+    "Store": "chatlane.store",
+    "StoreError": "chatlane.store",
     "StreamInterrupted": "chatlane.errors",
     "StreamOptions": "chatlane.request",
     "StructuredOutputError": "chatlane.errors",
@@ -174,11 +178,14 @@ _EXPORTS: dict[str, str] = {
     "aaccumulate": "chatlane.events",
     "accumulate": "chatlane.events",
     "arun": "chatlane.agent",
+    "arun_batch": "chatlane.batch",
     "arun_stream": "chatlane.agent",
     "assistant": "chatlane.messages",
     "brave_search": "chatlane.tools",
     "code_interpreter": "chatlane.tools",
+    "read_batch_input": "chatlane.batch",
     "run": "chatlane.agent",
+    "run_batch": "chatlane.batch",
     "run_stream": "chatlane.agent",
     "strict_schema": "chatlane.tools",
     "system": "chatlane.messages",

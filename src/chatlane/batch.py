@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from chatlane.backends.base import Backend
     from chatlane.store import Store
 
-__all__ = ["BatchItem", "BatchProgress", "read_batch_input", "arun_batch", "run_batch"]
+__all__ = ["BatchItem", "BatchProgress", "arun_batch", "read_batch_input", "run_batch"]
 
 RequestDecoder = Callable[[Any], ChatRequest]
 
