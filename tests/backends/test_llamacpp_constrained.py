@@ -257,15 +257,31 @@ def test_a_json_object_response_format_allows_any_object(engine: LlamaCpp) -> No
 
 
 def test_closed_schema_forbids_extra_keys_and_changes_nothing_else() -> None:
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
-        "properties": {"a": {"type": "object", "properties": {}}, "b": {"type": "string"}},
+        "properties": {
+            "a": {"type": "object", "properties": {}},
+            "b": {"type": "string"},
+            # Properties named like keywords stay properties.
+            "properties": {"type": "integer"},
+            "type": {"enum": ["x"]},
+            "list": {"type": "array", "items": {"type": "object"}},
+            "either": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+        },
         "required": ["b"],
+        "$defs": {"Inner": {"type": "object", "properties": {"c": {"type": "integer"}}}},
     }
     closed = closed_schema(schema)
     assert closed["additionalProperties"] is False
-    assert closed["properties"]["a"]["additionalProperties"] is False
+    props = closed["properties"]
+    assert props["a"]["additionalProperties"] is False
+    assert props["properties"] == {"type": "integer"}
+    assert props["type"] == {"enum": ["x"]}
+    assert props["list"]["items"]["additionalProperties"] is False
+    assert props["either"]["anyOf"][0]["additionalProperties"] is False
+    assert closed["$defs"]["Inner"]["additionalProperties"] is False
     assert closed["required"] == ["b"]
+    assert schema["properties"]["a"] == {"type": "object", "properties": {}}  # not mutated
     assert closed_schema({"type": "object", "additionalProperties": True})["additionalProperties"]
 
 

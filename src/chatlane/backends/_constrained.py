@@ -51,17 +51,31 @@ def closed_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     """
 
     def close(node: Any) -> Any:
-        if isinstance(node, list):
-            return [close(item) for item in node]
         if not isinstance(node, Mapping):
             return node
-        out = {key: close(value) for key, value in node.items()}
+        out = dict(node)
+        # Recurse only where JSON Schema keeps subschemas, so that a property that happens
+        # to be called "properties" or "type" is never taken for a keyword.
+        for key in _SCHEMA_MAPS:
+            if isinstance(out.get(key), Mapping):
+                out[key] = {name: close(sub) for name, sub in out[key].items()}
+        for key in _SCHEMA_LISTS:
+            if isinstance(out.get(key), list):
+                out[key] = [close(sub) for sub in out[key]]
+        for key in _SCHEMA_ONE:
+            if isinstance(out.get(key), Mapping):
+                out[key] = close(out[key])
         if out.get("type") == "object" or "properties" in out:
             out.setdefault("additionalProperties", False)
         return out
 
     result: dict[str, Any] = close(schema)
     return result
+
+
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
 
 
 def _forced_tools(request: ChatRequest) -> list[Tool] | None:
