@@ -186,6 +186,28 @@ def test_forced_tool_calls_parse_back_into_valid_calls(engine: LlamaCpp, choice:
             assert call.name == choice
 
 
+class Place(BaseModel):
+    city: str = Field(max_length=8)
+    zone: int = Field(ge=0, le=23)
+
+
+class Trip(BaseModel):
+    """Plan a trip."""
+
+    start: Place
+    stops: list[Place] = Field(max_length=2)
+    mode: Literal["train", "bike"]
+
+
+def test_forced_calls_of_a_tool_with_nested_models_validate(engine: LlamaCpp) -> None:
+    trip = Tool.from_model(Trip)
+    assert "$defs" in trip.parameters  # nested models are references
+    for seed in range(5):
+        response = engine.chat("Plan.", tools=[trip], tool_choice="trip", seed=seed, max_tokens=200)
+        [call] = response.tool_calls
+        assert isinstance(trip.validate_arguments(call.arguments), Trip)
+
+
 def test_a_streamed_forced_call_is_the_same_call(engine: LlamaCpp) -> None:
     request = ChatRequest.coerce(
         "Help.", tools=[WEATHER, TIME], tool_choice="required", seed=4, max_tokens=120

@@ -113,16 +113,19 @@ def _call_rule(
         # Llama 3's JSON tool calls, as the format writes them into the conversation:
         # {"type": "function", "name": ..., "parameters": {...}} (llama-models' ChatFormat)
         # or {"name": ..., "parameters": {...}} (the Hugging Face templates).
+        # The parameters' local "$ref"s point at their root: lift its definitions to ours.
+        inner = {k: v for k, v in closed.items() if k not in ("$defs", "definitions")}
         properties: dict[str, Any] = {}
         if typed_json_calls:
             properties["type"] = {"const": "function"}
         properties["name"] = {"const": tool.name}
-        properties["parameters"] = closed
-        schema = {
+        properties["parameters"] = inner
+        schema: dict[str, Any] = {
             "type": "object",
             "properties": properties,
             "required": list(properties),
             "additionalProperties": False,
+            **{k: closed[k] for k in ("$defs", "definitions") if k in closed},
             "x-guidance": dict(options),
         }
         return f"%json {json.dumps(schema)}"
