@@ -367,3 +367,9 @@ def test_an_unusable_schema_is_a_schema_error(engine: LlamaCpp) -> None:
     bad = {"type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}, "required": ["x"]}
     with pytest.raises(SchemaError, match="cannot be turned into a grammar"):
         engine.chat("x", response_format=bad, max_tokens=5)
+
+
+def test_a_nested_pydantic_response_format_validates(engine: LlamaCpp) -> None:
+    for seed in range(3):
+        response = engine.chat("Plan.", response_format=Trip, seed=seed, max_tokens=200)
+        assert isinstance(response.parsed, Trip)
