@@ -373,3 +373,16 @@ def test_a_nested_pydantic_response_format_validates(engine: LlamaCpp) -> None:
     for seed in range(3):
         response = engine.chat("Plan.", response_format=Trip, seed=seed, max_tokens=200)
         assert isinstance(response.parsed, Trip)
+
+
+@pytest.mark.parametrize(("flexible", "accepted"), [(False, False), (True, True)])
+def test_flexible_whitespace_is_a_choice(engine: LlamaCpp, flexible: bool, accepted: bool) -> None:
+    import llguidance
+
+    request = ChatRequest.coerce("x", response_format=SCHEMAS["enums and booleans"])
+    found = grammar_for(request, "json", flexible_whitespace=flexible)
+    assert found is not None
+    matcher = llguidance.LLMatcher(engine._tokenizer(), found[0])
+    spaced = '{ "unit" : "kelvin",\n  "level": 2, "ok": true }'
+    tokens = engine.llama.tokenize(spaced.encode(), add_bos=False)
+    assert (matcher.consume_tokens(tokens) and matcher.is_accepting()) is accepted
