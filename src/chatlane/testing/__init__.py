@@ -107,6 +107,7 @@ def tiny_llama3_gguf(cache_dir: str | os.PathLike[str] | None = None, *, seed: i
     os.close(fd)
     try:
         _write_gguf(Path(tmp), tokens, merges, seed, gguf, np)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is for every user
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
