@@ -38,7 +38,7 @@ from chatlane.errors import (
     TimeoutError,
     TransportError,
 )
-from tests.support import CLOSE, RESET, Pause, Reply, ScriptedServer, free_port
+from support import CLOSE, RESET, Pause, Reply, ScriptedServer, free_port
 
 KEY = "sk-test-0123456789abcdef"
 FAST = RetryPolicy(max_retries=2, initial_backoff=0.01, max_backoff=0.02)
@@ -368,7 +368,7 @@ def test_status_errors_map_into_the_tree(
 
 
 def _reason(status: int) -> str:
-    from tests.support.server import _REASONS
+    from support.server import _REASONS
 
     return _REASONS.get(status, "Status")
 
@@ -554,7 +554,7 @@ def test_closing_a_sync_stream_closes_its_connection(server: ScriptedServer) -> 
     with Transport(server.url) as t:
         it = t.stream("/s", {}, Lines())
         assert next(it) == "a"
-        it.close()  # type: ignore[attr-defined]
+        it.close()
         assert server.wait_for_disconnects(1)
 
 

@@ -1,6 +1,6 @@
 """Test support shared by the test suites: the scripted HTTP server (see `server`)."""
 
-from tests.support.server import (
+from support.server import (
     CLOSE,
     RESET,
     Pause,

@@ -1,6 +1,7 @@
 """`ScriptedServer`: a real HTTP/1.1 server on 127.0.0.1 that answers from a script.
 
-Tests start it, tell it what to answer on each route, point a client at ``server.url``, and
+Tests import it as ``from support import Reply, ScriptedServer`` (pytest puts ``tests/`` on
+the path), start it, tell it what to answer on each route, point a client at ``server.url``, and
 then look at what the client sent (``server.requests``) and how it behaved (``server.connections``,
 ``server.disconnects``). It writes raw bytes on a real socket, so it can misbehave the way real
 servers and networks do: delay, stall mid-body, reset the connection before the headers or in

@@ -38,7 +38,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
@@ -59,6 +59,8 @@ from chatlane.errors import (
 
 if TYPE_CHECKING:
     import httpx
+
+    from chatlane.wire.sse import ServerSentEvent
 
 __all__ = [
     "USER_AGENT",
@@ -716,7 +718,7 @@ class Transport:
         params: Mapping[str, str] | None = None,
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
-    ) -> Iterator[T]:
+    ) -> Generator[T, None, None]:
         """Post ``body`` as JSON and iterate what ``decoder`` makes of the streamed answer.
 
         The request is sent when iteration starts; closing the iterator closes the connection.
@@ -729,7 +731,25 @@ class Transport:
         )  # fmt: skip
         return self._stream(attempt, decoder)
 
-    def _stream(self, attempt: _Attempt, decoder: Decoder[T]) -> Iterator[T]:
+    def stream_sse(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Generator[ServerSentEvent, None, None]:
+        """`stream` with a Server-Sent-Events decoder: post JSON, iterate the events."""
+        from chatlane.wire.sse import SSEDecoder
+
+        return self.stream(
+            path, body, SSEDecoder(), headers=headers, params=params, timeouts=timeouts,
+            retry=retry,
+        )  # fmt: skip
+
+    def _stream(self, attempt: _Attempt, decoder: Decoder[T]) -> Generator[T, None, None]:
         response = self._send(attempt)
         try:
             if _is_json_response(response):
@@ -835,7 +855,7 @@ class Transport:
         params: Mapping[str, str] | None = None,
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
-    ) -> AsyncIterator[T]:
+    ) -> AsyncGenerator[T, None]:
         """The async twin of `stream`; cancelling or closing it closes the connection."""
         attempt = _Attempt(
             self, "POST", path, body, stream=True, headers=headers, params=params,
@@ -843,7 +863,25 @@ class Transport:
         )  # fmt: skip
         return self._astream(attempt, decoder)
 
-    async def _astream(self, attempt: _Attempt, decoder: Decoder[T]) -> AsyncIterator[T]:
+    def astream_sse(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> AsyncGenerator[ServerSentEvent, None]:
+        """The async twin of `stream_sse`."""
+        from chatlane.wire.sse import SSEDecoder
+
+        return self.astream(
+            path, body, SSEDecoder(), headers=headers, params=params, timeouts=timeouts,
+            retry=retry,
+        )  # fmt: skip
+
+    async def _astream(self, attempt: _Attempt, decoder: Decoder[T]) -> AsyncGenerator[T, None]:
         response = await self._asend(attempt)
         try:
             if _is_json_response(response):
