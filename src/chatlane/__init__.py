@@ -14,6 +14,8 @@ from chatlane._version import __version__
 if TYPE_CHECKING:
     from chatlane.backends.base import AsyncChatStream, Backend, ChatStream
     from chatlane.backends.fake import Fake
+    from chatlane.backends.openai_chat import OpenAIChat
+    from chatlane.backends.transport import RetryPolicy, Timeouts
     from chatlane.errors import (
         APIStatusError,
         AuthenticationError,
@@ -98,11 +100,13 @@ _EXPORTS: dict[str, str] = {
     "Message": "chatlane.messages",
     "MessageError": "chatlane.errors",
     "NotFound": "chatlane.errors",
+    "OpenAIChat": "chatlane.backends.openai_chat",
     "ParseError": "chatlane.errors",
     "RateLimited": "chatlane.errors",
     "ReasoningDelta": "chatlane.events",
     "ResponseFormat": "chatlane.request",
     "ResponseStarted": "chatlane.events",
+    "RetryPolicy": "chatlane.backends.transport",
     "Role": "chatlane.messages",
     "SchemaError": "chatlane.errors",
     "ServerError": "chatlane.errors",
@@ -112,6 +116,7 @@ _EXPORTS: dict[str, str] = {
     "Text": "chatlane.messages",
     "TextDelta": "chatlane.events",
     "TimeoutError": "chatlane.errors",
+    "Timeouts": "chatlane.backends.transport",
     "Tool": "chatlane.tools",
     "ToolCall": "chatlane.messages",
     "ToolCallDelta": "chatlane.events",
