@@ -498,6 +498,15 @@ def test_error_reported_mid_stream(server: ScriptedServer, mode: str) -> None:
     assert "engine died" in str(error.__cause__)
 
 
+def test_error_event_before_any_chunk(server: ScriptedServer, mode: str) -> None:
+    server.route(PATH, Reply.sse(['event: error\ndata: {"message": "overloaded"}\n\n']))
+    events, error = run_stream(mode, backend(server.url), "x")
+    assert events == []
+    assert isinstance(error, ServerError)
+    assert "overloaded" in str(error)
+    assert error.error == {"message": "overloaded"}
+
+
 def test_body_that_is_not_a_chat_completion(server: ScriptedServer, mode: str) -> None:
     server.route(PATH, Reply.json({"object": "list", "data": []}))
     result = run_chat(mode, backend(server.url), "x")

@@ -199,6 +199,19 @@ def test_body_that_is_not_json_serialisable_is_an_input_error(server: ScriptedSe
     assert server.requests == []
 
 
+def test_options_of_the_wrong_kind_are_input_errors(server: ScriptedServer) -> None:
+    with pytest.raises(InputError, match="headers must map strings to strings"):
+        Transport(server.url, headers={"X-N": 1})  # type: ignore[dict-item]
+    with pytest.raises(InputError, match="timeouts must be a chatlane Timeouts"):
+        Transport(server.url, timeouts=5)  # type: ignore[arg-type]
+    with Transport(server.url) as t:
+        with pytest.raises(InputError, match="retry must be a chatlane RetryPolicy"):
+            t.post_json("/x", {}, retry=3)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="params must be a dict"):
+            t.post_json("/x", {}, params=[("a", "b")])  # type: ignore[arg-type]
+    assert server.requests == []
+
+
 def test_bad_base_url_and_options_are_input_errors() -> None:
     with pytest.raises(InputError, match="base_url"):
         Transport("localhost:8080")

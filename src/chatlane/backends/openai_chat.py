@@ -132,7 +132,8 @@ class OpenAIChat(Backend):
     ) -> OpenAIChat:
         """A backend sharing this one's connections with some options replaced.
 
-        ``headers`` and ``params`` are added to this backend's own.
+        ``headers`` and ``params`` are added to this backend's own. The copy does not own the
+        connections: closing it leaves them open, closing this backend closes them.
         """
         copy = OpenAIChat.__new__(OpenAIChat)
         copy.transport = self.transport.with_options(

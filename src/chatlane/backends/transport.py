@@ -68,6 +68,7 @@ __all__ = [
     "RetryPolicy",
     "Timeouts",
     "Transport",
+    "retry_after",
     "status_error",
 ]
 
@@ -194,6 +195,33 @@ def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> floa
     return max(0.0, seconds)
 
 
+def _check_options(
+    headers: Mapping[str, str] | None,
+    params: Mapping[str, str] | None,
+    timeouts: Timeouts | None,
+    retry: RetryPolicy | None,
+) -> None:
+    """Clear errors for options of the wrong kind (rather than a TypeError deep in httpx)."""
+    for name, mapping in (("headers", headers), ("params", params)):
+        if mapping is None:
+            continue
+        if not isinstance(mapping, Mapping):
+            raise InputError(f"{name} must be a dict of strings, got {type(mapping).__name__}")
+        for key, value in mapping.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InputError(
+                    f"{name} must map strings to strings; {key!r} maps to a {type(value).__name__}"
+                )
+    if timeouts is not None and not isinstance(timeouts, Timeouts):
+        raise InputError(
+            f"timeouts must be a chatlane Timeouts, e.g. Timeouts(idle=30), got {timeouts!r}"
+        )
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise InputError(
+            f"retry must be a chatlane RetryPolicy, e.g. RetryPolicy(max_retries=3), got {retry!r}"
+        )
+
+
 def _redact(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         if secret and secret in text:
@@ -285,6 +313,7 @@ class _Attempt:
         timeouts: Timeouts | None,
         retry: RetryPolicy | None,
     ) -> None:
+        _check_options(headers, params, timeouts, retry)
         self.transport = transport
         self.method = method
         self.url = transport.url(path)
@@ -492,6 +521,9 @@ class Transport:
         http_client: an httpx.Client to use for sync calls (proxies, TLS settings, a mock
             transport); the caller keeps ownership and closes it.
         async_http_client: the same for async calls.
+
+    Async connections belong to the event loop that opened them, so each event loop gets its
+    own pool (e.g. each ``asyncio.run``); `aclose` closes the pool of the running loop.
     """
 
     def __init__(
@@ -514,6 +546,7 @@ class Transport:
             raise InputError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
         if api_key is not None and not isinstance(api_key, str):
             raise InputError(f"api_key must be a str, got {type(api_key).__name__}")
+        _check_options(headers, params, timeouts, retry)
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key or None
         self.headers: dict[str, str] = dict(headers or {})
@@ -553,6 +586,7 @@ class Transport:
         ``headers`` and ``params`` are added to this transport's own; closing the copy does
         not close the shared connections.
         """
+        _check_options(headers, params, timeouts, retry)
         copy = Transport.__new__(Transport)
         for name in (
             "base_url", "_api_key", "max_connections", "max_keepalive", "auth_header",
@@ -805,10 +839,12 @@ class Transport:
     def _send_error(attempt: _Attempt, e: Exception) -> Exception:
         import httpx
 
+        if isinstance(e, httpx.InvalidURL | httpx.UnsupportedProtocol):
+            return InputError(
+                f"cannot request {attempt.transport.url_for_messages(attempt.url)}: {e}"
+            )
         if isinstance(e, httpx.HTTPError):
             return attempt.map_exception(e, during_body=False)
-        if isinstance(e, httpx.InvalidURL | httpx.UnsupportedProtocol):  # pragma: no cover
-            return InputError(f"cannot request {attempt.url}: {e}")
         raise e
 
     @staticmethod
