@@ -164,6 +164,17 @@ def test_stream_asks_for_an_event_stream(server: ScriptedServer, mode: str) -> N
     assert server.requests[0].headers["accept"] == "text/event-stream"
 
 
+def test_header_names_are_case_insensitive(server: ScriptedServer) -> None:
+    server.route("/x", Reply.json({}))
+    with Transport(server.url, headers={"user-agent": "mine/1"}) as t:
+        t.post_json("/x", {}, headers={"ACCEPT": "application/x-ndjson"})
+    names = [name.lower() for name, _ in server.requests[0].header_lines]
+    assert names.count("user-agent") == names.count("accept") == 1
+    headers = server.requests[0].headers
+    assert headers["user-agent"] == "mine/1"
+    assert headers["accept"] == "application/x-ndjson"
+
+
 def test_custom_auth_header_and_no_key(server: ScriptedServer) -> None:
     server.route("/x", Reply.json({}))
     with Transport(server.url, api_key=KEY, auth_header="api-key", auth_scheme="") as t:

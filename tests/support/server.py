@@ -185,6 +185,8 @@ class Recorded:
     body: bytes
     connection: int
     """Which TCP connection it came on (1 for the first the server accepted)."""
+    header_lines: tuple[tuple[str, str], ...] = ()
+    """Every header as sent, in order, names as sent (repeated names stay repeated)."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -349,9 +351,11 @@ class ScriptedServer:
         lines = head.decode("latin-1").split("\r\n")
         method, target, _version = lines[0].split(" ", 2)
         headers: dict[str, str] = {}
+        header_lines: list[tuple[str, str]] = []
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+            header_lines.append((name.strip(), value.strip()))
         length = int(headers.get("content-length", "0"))
         while len(rest) < length:
             try:
@@ -364,7 +368,13 @@ class ScriptedServer:
         body, rest = rest[:length], rest[length:]
         url = urlsplit(target)
         recorded = Recorded(
-            method.upper(), url.path, dict(parse_qsl(url.query)), headers, body, connection
+            method.upper(),
+            url.path,
+            dict(parse_qsl(url.query)),
+            headers,
+            body,
+            connection,
+            tuple(header_lines),
         )
         return recorded, rest
 

@@ -222,6 +222,19 @@ def _check_options(
         )
 
 
+def _merge_headers(headers: dict[str, str], extra: Mapping[str, str]) -> None:
+    """Add ``extra`` to ``headers`` in place; a name given in any case replaces the old one."""
+    for name, value in extra.items():
+        lower = name.lower()
+        for old in [k for k in headers if k.lower() == lower]:
+            del headers[old]
+        headers[name] = value
+
+
+def _seconds(value: float | None) -> str:
+    return "no limit" if value is None else f"{value:g} s"
+
+
 def _redact(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         if secret and secret in text:
@@ -323,7 +336,7 @@ class _Attempt:
         self.retries = 0
         hdrs = transport._base_headers(stream)
         if headers:
-            hdrs.update(headers)
+            _merge_headers(hdrs, headers)
         self.headers = hdrs
         merged = dict(transport.params)
         if params:
@@ -374,7 +387,7 @@ class _Attempt:
     def deadline_error(self) -> TimeoutError:
         return TimeoutError(
             f"{self.method} {self.transport.url_for_messages(self.url)}: the total deadline of "
-            f"{self.timeouts.total:g} s ran out"
+            f"{_seconds(self.timeouts.total)} ran out"
             + (
                 f" after {self.retries} retr{'y' if self.retries == 1 else 'ies'}"
                 if self.retries
@@ -393,14 +406,17 @@ class _Attempt:
                 return self.deadline_error()
             if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
                 return TimeoutError(
-                    f"{where}: no connection within {self.timeouts.connect:g} s", kind="connect"
+                    f"{where}: no connection within {_seconds(self.timeouts.connect)}",
+                    kind="connect",
                 )
             if self.stream:
                 return TimeoutError(
-                    f"{where}: the stream was idle for more than {self.timeouts.idle:g} s",
+                    f"{where}: the stream was idle for more than {_seconds(self.timeouts.idle)}",
                     kind="idle",
                 )
-            return TimeoutError(f"{where}: no answer within {self.timeouts.read:g} s", kind="read")
+            return TimeoutError(
+                f"{where}: no answer within {_seconds(self.timeouts.read)}", kind="read"
+            )
         if isinstance(exc, httpx.ConnectError):
             return ConnectError(
                 f"{where}: cannot connect: {_redact(str(exc), self.transport._secrets())}"
@@ -626,7 +642,7 @@ class Transport:
             headers[self.auth_header] = (
                 f"{self.auth_scheme} {self._api_key}" if self.auth_scheme else self._api_key
             )
-        headers.update(self.headers)
+        _merge_headers(headers, self.headers)
         return headers
 
     def __repr__(self) -> str:
