@@ -640,3 +640,76 @@ def test_api_key_never_shown(server: ScriptedServer, caplog: pytest.LogCaptureFi
     assert KEY not in caplog.text
     assert "retrying POST" in caplog.text
     assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+# Server-Sent Events
+
+
+def collect_json(mode: str, url: str) -> tuple[list[Any], ChatlaneError | None]:
+    values: list[Any] = []
+    if mode == "sync":
+        with Transport(url, retry=FAST) as t:
+            try:
+                values.extend(t.stream_json("/s", {}))
+            except ChatlaneError as e:
+                return values, e
+        return values, None
+
+    async def go() -> ChatlaneError | None:
+        async with Transport(url, retry=FAST) as t:
+            try:
+                async for value in t.astream_json("/s", {}):
+                    values.append(value)
+            except ChatlaneError as e:
+                return e
+        return None
+
+    return values, asyncio.run(go())
+
+
+def test_stream_json_reads_event_payloads_up_to_done(server: ScriptedServer, mode: str) -> None:
+    server.route(
+        "/s",
+        Reply.sse(
+            [
+                {"n": 1},
+                ": a comment\n\n",
+                "event: ping\n\n",  # no data: skipped
+                "data: [1, 2]\n\n",
+                'data: "text"\n\n',
+                "data: [DONE]\n\n",
+                {"after": "done"},  # ignored, but read so the connection is reused
+            ],
+            done=False,
+        ),
+    )
+    values, error = collect_json(mode, server.url)
+    assert error is None
+    assert values == [{"n": 1}, [1, 2], "text"]
+
+
+def test_stream_json_error_event(server: ScriptedServer, mode: str) -> None:
+    server.route(
+        "/s",
+        Reply.sse([{"n": 1}, 'event: error\ndata: {"message": "quota", "code": 429}\n\n']),
+    )
+    values, error = collect_json(mode, server.url)
+    assert values == [{"n": 1}]
+    assert isinstance(error, RateLimited)
+    assert error.error == {"message": "quota", "code": 429}
+    assert "quota" in str(error)
+
+
+def test_stream_json_data_that_is_not_json(server: ScriptedServer, mode: str) -> None:
+    server.route("/s", Reply.sse([{"n": 1}, "data: {oops\n\n"]))
+    values, error = collect_json(mode, server.url)
+    assert values == [{"n": 1}]
+    assert isinstance(error, ParseError)
+    assert error.text == "{oops"
+
+
+def test_stream_sse_yields_events(server: ScriptedServer) -> None:
+    server.route("/s", Reply.sse(["event: delta\nid: 3\ndata: a\ndata: b\n\n"], done=False))
+    with Transport(server.url) as t:
+        (event,) = list(t.stream_sse("/s", {}))
+    assert (event.event, event.id, event.data) == ("delta", "3", "a\nb")

@@ -8,22 +8,19 @@ arrives: Server-Sent Events, then chunk JSON, then `ChatEvent`s from the stream 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from chatlane.backends.base import Backend
-from chatlane.backends.transport import RetryPolicy, Timeouts, Transport, status_error
-from chatlane.errors import APIStatusError, InputError
+from chatlane.backends.transport import RetryPolicy, Timeouts, Transport, reported_error
+from chatlane.errors import InputError
 from chatlane.events import ChatEvent
 from chatlane.request import ChatRequest, StreamOptions
 from chatlane.response import ChatResponse
 
 if TYPE_CHECKING:
     import httpx
-
-    from chatlane.wire.sse import ServerSentEvent
 
 __all__ = ["OpenAIChat"]
 
@@ -169,72 +166,36 @@ class OpenAIChat(Backend):
 
         body, query = self._body(request, stream=True)
         assembler = StreamAssembler(request.response_format)
-        events = self.transport.stream_sse(self.path, body, params=query)
+        chunks = self.transport.stream_json(self.path, body, params=query)
         try:
-            done = False
-            for sse in events:
-                if done:
-                    continue  # read to the end so the connection can be reused
-                chunk = self._chunk(sse)
-                if chunk is None:
-                    continue
-                if chunk is _DONE:
-                    done = True
-                    continue
+            for chunk in chunks:
+                self._check(chunk)
                 yield from assembler.feed(chunk)
             yield from assembler.finish()
         finally:
-            events.close()
+            chunks.close()
 
     async def _aevents(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         from chatlane.wire.openai import StreamAssembler
 
         body, query = self._body(request, stream=True)
         assembler = StreamAssembler(request.response_format)
-        events = self.transport.astream_sse(self.path, body, params=query)
+        chunks = self.transport.astream_json(self.path, body, params=query)
         try:
-            done = False
-            async for sse in events:
-                if done:
-                    continue
-                chunk = self._chunk(sse)
-                if chunk is None:
-                    continue
-                if chunk is _DONE:
-                    done = True
-                    continue
+            async for chunk in chunks:
+                self._check(chunk)
                 for event in assembler.feed(chunk):
                     yield event
             for event in assembler.finish():
                 yield event
         finally:
-            await events.aclose()
+            await chunks.aclose()
 
-    def _chunk(self, sse: ServerSentEvent) -> Any:
-        """The JSON chunk an event carries; `_DONE` for the end marker; None for nothing.
-
-        Raises the mapped `APIStatusError` for an error the server reports mid-stream (vLLM
-        and OpenAI send ``data: {"error": {...}}``; some servers name the event ``error``).
-        """
-        data = sse.data
-        if not data:
-            return None
-        if data == "[DONE]":
-            return _DONE
-        chunk = sse.json()
-        if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
-            raise self._reported_error(chunk)
-        if sse.event == "error":
-            raise self._reported_error({"error": chunk})
-        return chunk
-
-    def _reported_error(self, body: Mapping[str, Any]) -> APIStatusError:
-        error = body.get("error")
-        code = error.get("code") if isinstance(error, Mapping) else None
-        if isinstance(code, str) and code.isdigit():
-            code = int(code)
-        status = code if isinstance(code, int) and 400 <= code <= 599 else 500
-        return status_error(status, json.dumps(body), secrets=self.transport._secrets())
+    def _check(self, chunk: Any) -> None:
+        """Raise the mapped error for an error object in place of a chunk (vLLM and OpenAI
+        report failures mid-stream as ``data: {"error": {...}}``)."""
+        if type(chunk) is dict and "error" in chunk and not chunk.get("choices"):
+            raise reported_error(chunk, secrets=self.transport._secrets())
 
     def _chat(self, request: ChatRequest) -> ChatResponse:
         body, query = self._body(request, stream=False)
@@ -251,7 +212,7 @@ class OpenAIChat(Backend):
 
         if isinstance(data, dict) and "error" in data and "choices" not in data:
             # A 200 carrying an error object: some proxies and servers answer like that.
-            raise self._reported_error(data)
+            raise reported_error(data, secrets=self.transport._secrets())
         return decode_response(data, response_format=request.response_format)
 
     # Connections
@@ -263,11 +224,3 @@ class OpenAIChat(Backend):
     async def aclose(self) -> None:
         """Close all connections."""
         await self.transport.aclose()
-
-
-class _Done:
-    def __repr__(self) -> str:
-        return "[DONE]"
-
-
-_DONE: Any = _Done()

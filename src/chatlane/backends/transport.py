@@ -4,8 +4,9 @@ It offers generic operations, each with a sync and an async twin, for every back
 to a server (chat endpoints, raw completion endpoints):
 
 - `post_json` / `apost_json`: post a JSON body, return the decoded JSON answer;
-- `stream` / `astream`: post a JSON body and iterate what a decoder makes of the response body
-  (`stream_sse` / `astream_sse` for Server-Sent Events).
+- `stream` / `astream`: post a JSON body and iterate what a decoder makes of the response body;
+  `stream_sse` / `astream_sse` iterate Server-Sent Events, `stream_json` / `astream_json` the
+  JSON payloads of those events up to ``[DONE]`` (what OpenAI-style streams carry).
 
 What it owns, so that no backend has to:
 
@@ -68,6 +69,7 @@ __all__ = [
     "RetryPolicy",
     "Timeouts",
     "Transport",
+    "reported_error",
     "retry_after",
     "status_error",
 ]
@@ -299,6 +301,68 @@ def status_error(
     return cls(message, status_code=status, body=body, error=error, request_id=request_id)
 
 
+def reported_error(
+    body: Any, *, request_id: str | None = None, secrets: tuple[str, ...] = ()
+) -> APIStatusError:
+    """The chatlane error for an error a server reports in a body it sent with status 200.
+
+    Servers do that inside streams (vLLM and OpenAI send ``data: {"error": {...}}``) and some
+    proxies in whole answers. The error's ``code``, when it is an HTTP status, picks the class;
+    otherwise it is a `ServerError` with status 500.
+    """
+    if not isinstance(body, Mapping) or "error" not in body:
+        body = {"error": body}
+    error = body["error"]
+    code = error.get("code") if isinstance(error, Mapping) else None
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    status = code if isinstance(code, int) and 400 <= code <= 599 else 500
+    return status_error(
+        status,
+        json.dumps(body, ensure_ascii=False, default=str),
+        request_id=request_id,
+        secrets=secrets,
+    )
+
+
+class _JSONEvents:
+    """A decoder: Server-Sent Events in, the JSON of each event's data out.
+
+    Events without data are skipped; ``[DONE]`` ends the stream (anything after it is read, so
+    the connection can be reused, and ignored); an ``error`` event raises its mapped error.
+    """
+
+    __slots__ = ("_done", "_secrets", "_sse")
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        from chatlane.wire.sse import SSEDecoder
+
+        self._sse = SSEDecoder()
+        self._done = False
+        self._secrets = secrets
+
+    def feed(self, data: bytes) -> list[Any]:
+        return self._values(self._sse.feed(data))
+
+    def finish(self) -> list[Any]:
+        return self._values(self._sse.finish())
+
+    def _values(self, events: list[ServerSentEvent]) -> list[Any]:
+        values = []
+        for event in events:
+            data = event.data
+            if self._done or not data:
+                continue
+            if data == "[DONE]":
+                self._done = True
+                continue
+            value = event.json()
+            if event.event == "error":
+                raise reported_error(value, secrets=self._secrets)
+            values.append(value)
+        return values
+
+
 def _request_id(headers: Mapping[str, str]) -> str | None:
     for name in _REQUEST_ID_HEADERS:
         value = headers.get(name)
@@ -498,14 +562,8 @@ class _Attempt:
         except ValueError:
             parsed = None
         if isinstance(parsed, dict) and "error" in parsed:
-            err = parsed["error"]
-            code = err.get("code") if isinstance(err, dict) else None
-            status = code if isinstance(code, int) and 400 <= code <= 599 else 500
-            return status_error(
-                status,
-                text,
-                request_id=_request_id(response.headers),
-                secrets=self.transport._secrets(),
+            return reported_error(
+                parsed, request_id=_request_id(response.headers), secrets=self.transport._secrets()
             )
         return ParseError(
             f"{self.method} {self.transport.url_for_messages(self.url)}: expected a stream, got "
@@ -799,6 +857,27 @@ class Transport:
             retry=retry,
         )  # fmt: skip
 
+    def stream_json(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Generator[Any, None, None]:
+        """Post JSON and iterate the JSON payloads of the Server-Sent Events that answer.
+
+        The stream ends at ``data: [DONE]`` (or at the end of the body); events without data are
+        skipped; an ``event: error`` raises its mapped `APIStatusError`; data that is not JSON
+        raises `ParseError` keeping the text.
+        """
+        return self.stream(
+            path, body, _JSONEvents(self._secrets()), headers=headers, params=params,
+            timeouts=timeouts, retry=retry,
+        )  # fmt: skip
+
     def _stream(self, attempt: _Attempt, decoder: Decoder[T]) -> Generator[T, None, None]:
         response = self._send(attempt)
         try:
@@ -931,6 +1010,22 @@ class Transport:
         return self.astream(
             path, body, SSEDecoder(), headers=headers, params=params, timeouts=timeouts,
             retry=retry,
+        )  # fmt: skip
+
+    def astream_json(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> AsyncGenerator[Any, None]:
+        """The async twin of `stream_json`."""
+        return self.astream(
+            path, body, _JSONEvents(self._secrets()), headers=headers, params=params,
+            timeouts=timeouts, retry=retry,
         )  # fmt: skip
 
     async def _astream(self, attempt: _Attempt, decoder: Decoder[T]) -> AsyncGenerator[T, None]:
