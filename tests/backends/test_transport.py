@@ -605,11 +605,28 @@ def test_cancelling_an_async_stream_closes_its_connection(server: ScriptedServer
     assert got == ["a"]
 
 
-def test_closed_transport_refuses_calls(server: ScriptedServer) -> None:
+def test_a_closed_transport_opens_new_connections(server: ScriptedServer) -> None:
+    server.route("/x", Reply.json({"ok": 1}))
     t = Transport(server.url)
+    t.post_json("/x", {})
     t.close()
-    with pytest.raises(TransportError, match="closed"):
-        t.post_json("/x", {})
+    assert t.post_json("/x", {}) == {"ok": 1}
+    t.close()
+    assert server.connections == 2
+
+
+def test_one_transport_in_several_event_loops(server: ScriptedServer) -> None:
+    # Each asyncio.run gets its own connections; closing inside each loop releases them.
+    server.route("/x", Reply.json({"ok": 1}))
+    t = Transport(server.url)
+
+    async def once() -> Any:
+        async with t:
+            return await t.apost_json("/x", {})
+
+    assert asyncio.run(once()) == {"ok": 1}
+    assert asyncio.run(once()) == {"ok": 1}
+    assert server.connections == 2
 
 
 # Secrets

@@ -637,7 +637,6 @@ class Transport:
         self._owns_aclient = async_http_client is None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._closed = False
         self._parent: Transport | None = None
 
     # Configuration
@@ -664,7 +663,7 @@ class Transport:
         copy = Transport.__new__(Transport)
         for name in (
             "base_url", "_api_key", "max_connections", "max_keepalive", "auth_header",
-            "auth_scheme", "_lock", "_closed",
+            "auth_scheme", "_lock",
         ):  # fmt: skip
             setattr(copy, name, getattr(self, name))
         copy.headers = {**self.headers, **(headers or {})}
@@ -719,8 +718,6 @@ class Transport:
     def _sync_client(self) -> httpx.Client:
         if self._parent is not None:
             return self._parent._sync_client()
-        if self._closed:
-            raise TransportError("the transport is closed")
         client = self._client
         if client is None:
             import httpx
@@ -734,8 +731,6 @@ class Transport:
     def _async_client(self) -> httpx.AsyncClient:
         if self._parent is not None:
             return self._parent._async_client()
-        if self._closed:
-            raise TransportError("the transport is closed")
         loop = asyncio.get_running_loop()
         client = self._aclient
         if client is not None and (not self._owns_aclient or self._aclient_loop is loop):
@@ -750,27 +745,32 @@ class Transport:
         return client
 
     def close(self) -> None:
-        """Close the sync connections (async ones need `aclose`)."""
+        """Close the sync connections (async ones need `aclose`).
+
+        The transport stays usable: a later call opens new connections.
+        """
         if self._parent is not None:
             return
-        self._closed = True
-        if self._client is not None and self._owns_client:
-            self._client.close()
+        client = self._client
+        if client is not None and self._owns_client:
+            self._client = None
+            client.close()
 
     async def aclose(self) -> None:
-        """Close all connections, sync and async."""
+        """Close the sync connections and those of the running event loop.
+
+        The transport stays usable: a later call opens new connections. Async connections
+        belong to the event loop that opened them, so close the transport (or use
+        ``async with``) inside each event loop you used it in, e.g. in each ``asyncio.run``.
+        """
         if self._parent is not None:
             return
         self.close()
         client = self._aclient
         if client is not None and self._owns_aclient:
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:  # pragma: no cover - aclose is awaited inside a loop
-                running = None
-            if self._aclient_loop is running:
-                await client.aclose()
             self._aclient = None
+            if self._aclient_loop is asyncio.get_running_loop():
+                await client.aclose()
 
     def __enter__(self) -> Self:
         return self
