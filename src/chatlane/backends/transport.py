@@ -112,7 +112,12 @@ class Timeouts:
     idle: float | None = 60.0
     """Waiting for the next piece of a stream (and for its headers and first piece)."""
     total: float | None = None
-    """The deadline for the whole call, including retries and the waits between them."""
+    """The deadline for the whole call, including retries and the waits between them.
+
+    It is checked before each attempt and after each piece of a stream, and no single wait
+    (connect, answer, next piece) is allowed longer than the time left when the attempt was
+    sent: a stream that stalls late in a call may overrun it by at most that much, and never
+    by more than ``idle``."""
 
     def __post_init__(self) -> None:
         for name in ("connect", "read", "idle", "total"):
