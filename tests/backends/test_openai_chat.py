@@ -590,3 +590,16 @@ def test_api_key_never_shown(server: ScriptedServer) -> None:
     _, streamed = run_stream("sync", backend(server.url), "x")
     assert isinstance(streamed, AuthenticationError)
     assert KEY not in str(streamed)
+
+
+def test_creating_a_backend_loads_no_http_library() -> None:
+    # httpx loads on the first request, so building a backend (e.g. in a CLI) stays fast.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, chatlane; chatlane.OpenAIChat('http://127.0.0.1:1/v1'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore', 'anyio')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
