@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from chatlane.backends.base import AsyncChatStream, Backend, ChatStream
     from chatlane.backends.fake import Fake
     from chatlane.backends.llamacpp import LlamaCpp
+    from chatlane.backends.openai_chat import OpenAIChat
+    from chatlane.backends.transport import RetryPolicy, Timeouts
     from chatlane.batch import arun_batch, read_batch_input, run_batch
     from chatlane.errors import (
         APIStatusError,
@@ -137,12 +139,14 @@ _EXPORTS: dict[str, str] = {
     "Message": "chatlane.messages",
     "MessageError": "chatlane.errors",
     "NotFound": "chatlane.errors",
+    "OpenAIChat": "chatlane.backends.openai_chat",
     "OutputRejected": "chatlane.agent",
     "ParseError": "chatlane.errors",
     "RateLimited": "chatlane.errors",
     "ReasoningDelta": "chatlane.events",
     "ResponseFormat": "chatlane.request",
     "ResponseStarted": "chatlane.events",
+    "RetryPolicy": "chatlane.backends.transport",
     "Role": "chatlane.messages",
     "RunFinished": "chatlane.agent",
     "Sandbox": "chatlane._sandbox",
@@ -161,6 +165,7 @@ _EXPORTS: dict[str, str] = {
     "Text": "chatlane.messages",
     "TextDelta": "chatlane.events",
     "TimeoutError": "chatlane.errors",
+    "Timeouts": "chatlane.backends.transport",
     "Tool": "chatlane.tools",
     "ToolCall": "chatlane.messages",
     "ToolCallDecision": "chatlane.agent",
