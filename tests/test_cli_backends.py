@@ -153,7 +153,6 @@ def cli(tmp_path: Path) -> CLI:
 def test_run_against_a_chat_endpoint_sends_the_key_and_never_logs_it(
     cli: CLI, server: Server
 ) -> None:
-    pytest.importorskip("chatlane.backends.openai_chat")
     out = cli.ok(
         "run",
         "Hello",
@@ -181,7 +180,6 @@ def test_run_against_a_chat_endpoint_sends_the_key_and_never_logs_it(
 
 
 def test_a_key_in_the_url_stays_out_of_the_log(cli: CLI, server: Server) -> None:
-    pytest.importorskip("chatlane.backends.openai_chat")
     url = server.url.replace("/v1", "/v1?api-key=" + SECRET)
     cli("run", "Hello", "--base-url", url, "--no-stream")
     [summary] = cli.logs_json()
@@ -189,7 +187,6 @@ def test_a_key_in_the_url_stays_out_of_the_log(cli: CLI, server: Server) -> None
 
 
 def test_a_refused_connection_is_one_clear_line(cli: CLI) -> None:
-    pytest.importorskip("chatlane.backends.openai_chat")
     result = cli("run", "x", "--base-url", "http://127.0.0.1:9/v1", "--retries", "0")
     assert_one_line_error(result, 1, "127.0.0.1:9")
     [call] = cli.logs_json("show", "last")["calls"]
@@ -199,7 +196,6 @@ def test_a_refused_connection_is_one_clear_line(cli: CLI) -> None:
 def test_batch_against_a_chat_endpoint_retries_through_the_transport(
     cli: CLI, server: Server
 ) -> None:
-    pytest.importorskip("chatlane.backends.openai_chat")
     rows = [
         {
             "id": f"r{i}",
@@ -217,7 +213,6 @@ def test_batch_against_a_chat_endpoint_retries_through_the_transport(
 
 
 def test_batch_without_retries_records_the_rate_limit(cli: CLI, server: Server) -> None:
-    pytest.importorskip("chatlane.backends.openai_chat")
     (cli.home / "in.jsonl").write_text(
         json.dumps({"id": "a", "messages": [{"role": "user", "content": "busy"}]}) + "\n"
     )

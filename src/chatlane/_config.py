@@ -303,10 +303,9 @@ def make_backend(settings: BackendSettings, *, retries: int | None = None) -> tu
     if retries is not None:
         if retries < 0:
             raise UsageError(f"--retries must be 0 or more, got {retries}")
-        retry_policy = optional_import(
-            "chatlane.backends.transport", "RetryPolicy", "the HTTP transport"
-        )
-        http["retry"] = retry_policy(max_retries=retries)
+        from chatlane.backends.transport import RetryPolicy
+
+        http["retry"] = RetryPolicy(max_retries=retries)
     chosen = [
         name
         for name in ("backend", "base_url", "completion_url", "gguf")
@@ -328,10 +327,9 @@ def make_backend(settings: BackendSettings, *, retries: int | None = None) -> tu
     if settings.backend is not None:
         return load_backend(settings.backend), settings.backend
     if settings.base_url is not None:
-        openai_chat = optional_import(
-            "chatlane.backends.openai_chat", "OpenAIChat", "the chat-endpoint backend"
-        )
-        backend: Backend = openai_chat(
+        from chatlane.backends.openai_chat import OpenAIChat
+
+        backend: Backend = OpenAIChat(
             settings.base_url,
             api_key=settings.api_key,
             model=settings.model,
@@ -353,9 +351,10 @@ def make_backend(settings: BackendSettings, *, retries: int | None = None) -> tu
         backend = completion_chat(settings.completion_url, **kwargs, **http)
         return backend, f"CompletionChat {safe_url(settings.completion_url)}"
     assert settings.gguf is not None
-    llama_cpp = optional_import("chatlane.backends.llamacpp", "LlamaCpp", "the embedded engine")
+    from chatlane.backends.llamacpp import LlamaCpp
+
     gguf_kwargs: dict[str, Any] = {}
     if settings.format is not None or settings.profile is not None:
         gguf_kwargs["format"] = make_format(settings.format, settings.profile)
-    backend = llama_cpp(settings.gguf, **gguf_kwargs)
+    backend = LlamaCpp(settings.gguf, **gguf_kwargs)
     return backend, f"LlamaCpp {Path(settings.gguf).name}"
