@@ -179,6 +179,21 @@ def test_run_against_a_chat_endpoint_sends_the_key_and_never_logs_it(
     assert SECRET.encode() not in data
 
 
+def test_chat_against_a_chat_endpoint_sends_the_whole_conversation(
+    cli: CLI, server: Server
+) -> None:
+    out = cli.ok("chat", "--base-url", server.url, input="first\n/system Be brief.\nsecond\n")
+    assert "echo: first\n" in out
+    assert "echo: second\n" in out
+    assert [m["content"] for m in server.bodies[1]["messages"]] == [
+        "Be brief.",
+        "first",
+        "echo: first",
+        "second",
+    ]
+    assert all(body["stream"] for body in server.bodies)
+
+
 def test_a_key_in_the_url_stays_out_of_the_log(cli: CLI, server: Server) -> None:
     url = server.url.replace("/v1", "/v1?api-key=" + SECRET)
     cli("run", "Hello", "--base-url", url, "--no-stream")
