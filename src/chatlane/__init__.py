@@ -13,6 +13,7 @@ from chatlane._version import __version__
 
 if TYPE_CHECKING:
     from chatlane.backends.base import AsyncChatStream, Backend, ChatStream
+    from chatlane.backends.completion import CompletionChat
     from chatlane.backends.fake import Fake
     from chatlane.errors import (
         APIStatusError,
@@ -85,6 +86,7 @@ _EXPORTS: dict[str, str] = {
     "ChatStream": "chatlane.backends.base",
     "ChatlaneError": "chatlane.errors",
     "Choice": "chatlane.response",
+    "CompletionChat": "chatlane.backends.completion",
     "ConnectError": "chatlane.errors",
     "EngineError": "chatlane.errors",
     "Fake": "chatlane.backends.fake",
