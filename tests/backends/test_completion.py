@@ -166,16 +166,18 @@ def test_posts_the_rendered_prompt_to_the_dialects_endpoint(
     prompt = TinyFormat().render(ChatRequest((user("Hello"),))).text
     body = got.body
     if dialect == "openai":
-        assert body["prompt"] == prompt
+        # the server adds <|begin_of_text|> to a text prompt itself: it is not sent twice
+        assert body["prompt"] == prompt.removeprefix("<|begin_of_text|>")
+        assert body["prompt"].startswith("<|start_header_id|>user")
         assert body["stop"] == ["<|eot_id|>", "<|eom_id|>"]
         assert body["max_tokens"] == 8
         assert body["model"] == "tiny-model"
-        assert body["add_special_tokens"] is False
     elif dialect == "llama.cpp":
         # llama.cpp takes token ids: exactly the rendered ones, no second BOS.
         assert body["prompt"] == list(TinyFormat().render(ChatRequest((user("Hello"),))).tokens)
         assert body["n_predict"] == 8
     else:
+        # Aleph Alpha takes the text as written, begin_of_text included (as pharia-skill sends it)
         assert body["prompt"] == [{"type": "text", "data": prompt, "controls": []}]
         assert body["maximum_tokens"] == 8
         assert body["stop_sequences"] == ["<|eot_id|>", "<|eom_id|>"]
@@ -364,6 +366,12 @@ def test_prompt_as_text_refuses_such_text(server: ScriptedServer) -> None:
     with pytest.raises(InputError, match=r"control token '<\|eot_id\|>'"):
         chat.chat(INJECTION)
     assert server.received == []
+
+
+def test_server_adds_bos_can_be_turned_off(server: ScriptedServer) -> None:
+    server.script.append(whole("openai", "ok", "stop"))
+    backend(server, server_adds_bos=False).chat("Hello")
+    assert server.received[0].body["prompt"].startswith("<|begin_of_text|><|start_header_id|>")
 
 
 def test_prompt_as_tokens_always_sends_ids(server: ScriptedServer) -> None:

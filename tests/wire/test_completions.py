@@ -104,6 +104,14 @@ def test_llamacpp_body_uses_n_predict_and_caches_the_prompt() -> None:
     assert encode_request(PROMPT, req(), "llama.cpp", stream=True)["n_predict"] == -1
 
 
+def test_llamacpp_constrains_output_to_the_response_format_schema() -> None:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    body = encode_request(PROMPT, req(response_format=schema), "llama.cpp")
+    assert body["json_schema"] == schema
+    any_object = encode_request(PROMPT, req(response_format={"type": "json_object"}), "llama.cpp")
+    assert any_object["json_schema"] == {"type": "object"}
+
+
 def test_aleph_alpha_body_has_text_items_maximum_tokens_and_raw_completion() -> None:
     body = encode_request(
         PROMPT,

@@ -55,6 +55,18 @@ _TOKENS_FIRST: dict[CompletionDialect, bool] = {
     "aleph-alpha": False,
 }
 
+# Servers that tokenize a text prompt add the model's begin-of-text token themselves: vLLM
+# (add_special_tokens defaults to true on /v1/completions), llama-cpp-python (Llama._create_completion
+# prepends BOS when the model's add_bos_token is set) and llama.cpp's /completion (it tokenizes
+# with add_special). A rendered prompt that starts with <|begin_of_text|> would get it twice.
+# Aleph Alpha's /complete takes the prompt as written (pharia-skill sends it with BOS).
+# Token-id prompts are taken as they are everywhere.
+_SERVER_ADDS_BOS: dict[CompletionDialect, bool] = {
+    "openai": True,
+    "llama.cpp": True,
+    "aleph-alpha": False,
+}
+
 # The shape of a special token's text in the Llama family (<|eot_id|>, <|reserved_special_token_3|>).
 _SPECIAL_TEXT = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 
@@ -217,6 +229,9 @@ class CompletionChat(Backend):
         prompt_as: ``auto`` (token ids where the dialect prefers them or where text would be
             misread), ``text`` (never token ids; refuses text the server would misread) or
             ``tokens`` (always token ids).
+        server_adds_bos: whether the server puts the begin-of-text token before a text
+            prompt itself (then chatlane leaves it out of the text); by default true for
+            ``openai`` and ``llama.cpp``, false for ``aleph-alpha``.
         transport_options: passed to the `Transport` (timeouts, retries, headers, ...).
     """
 
@@ -229,6 +244,7 @@ class CompletionChat(Backend):
         api_key: str | None = None,
         model: str | None = None,
         prompt_as: PromptAs = "auto",
+        server_adds_bos: bool | None = None,
         transport: Any = None,
         **transport_options: Any,
     ) -> None:
@@ -236,6 +252,9 @@ class CompletionChat(Backend):
         if prompt_as not in ("auto", "text", "tokens"):
             raise InputError(f"prompt_as must be 'auto', 'text' or 'tokens', got {prompt_as!r}")
         self.prompt_as: PromptAs = prompt_as
+        self.server_adds_bos = (
+            _SERVER_ADDS_BOS[self.dialect] if server_adds_bos is None else server_adds_bos
+        )
         if format is None:
             import importlib
 
@@ -280,10 +299,10 @@ class CompletionChat(Backend):
         )
         if self._send_tokens(prompt):
             _put_tokens(body, self.dialect, prompt.tokens)
-        elif self.dialect == "openai":
-            # vLLM adds <|begin_of_text|> to a text prompt unless told not to; the rendered
-            # prompt already starts with it. (llama-cpp-python tokenizes without adding BOS.)
-            body.setdefault("add_special_tokens", False)
+        elif self.server_adds_bos:
+            bos = _leading_special(self.format, prompt)
+            if bos:
+                _put_text(body, self.dialect, prompt.text[len(bos) :])
         body.update(request.extra)
         return body
 
@@ -389,6 +408,27 @@ def _chunk(item: Any) -> Any:
             return None
         return item.json()
     return item
+
+
+def _put_text(body: dict[str, Any], dialect: CompletionDialect, text: str) -> None:
+    if dialect == "aleph-alpha":
+        body["prompt"] = [{"type": "text", "data": text, "controls": []}]
+    else:
+        body["prompt"] = text
+
+
+def _leading_special(format: PromptFormat, prompt: Prompt) -> str | None:
+    """The text of the prompt's first token when it is a special token (begin-of-text)."""
+    tokenizer = _tokenizer(format)
+    is_special = getattr(tokenizer, "is_special", None)
+    decode = getattr(tokenizer, "decode", None)
+    if not prompt.tokens or is_special is None or decode is None:
+        return None
+    first = prompt.tokens[0]
+    if not is_special(first):
+        return None
+    text = str(decode([first]))
+    return text if prompt.text.startswith(text) else None
 
 
 def _put_tokens(body: dict[str, Any], dialect: CompletionDialect, tokens: Sequence[int]) -> None:

@@ -182,6 +182,10 @@ def _encode_llamacpp(
         body["n_probs"] = request.top_logprobs or 1
     if stop:
         body["stop"] = stop
+    fmt = request.response_format
+    if fmt is not None:
+        # llama.cpp's server turns a JSON schema into a grammar and constrains the output.
+        body["json_schema"] = dict(fmt.schema) if fmt.schema is not None else {"type": "object"}
     # Reuse the KV cache for the shared prefix of a growing conversation.
     body["cache_prompt"] = True
     body["stream"] = stream
