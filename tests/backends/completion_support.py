@@ -65,6 +65,8 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.script: list[Reply] = []
         self.received: list[Received] = []
+        self.abandoned: list[int] = []
+        """For each stream the client left early: how many pieces were sent."""
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -98,14 +100,20 @@ class ScriptedServer:
                 self.send_header("Transfer-Encoding", "chunked")
                 self.send_header("Connection", "close")
                 self.end_headers()
-                for i, piece in enumerate(reply.body):
-                    if reply.reset_after is not None and i >= reply.reset_after:
-                        break
-                    time.sleep(reply.pause)
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                    self.wfile.flush()
-                else:
-                    self.wfile.write(b"0\r\n\r\n")
+                sent = 0
+                try:
+                    for i, piece in enumerate(reply.body):
+                        if reply.reset_after is not None and i >= reply.reset_after:
+                            break
+                        time.sleep(reply.pause)
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                        self.wfile.flush()
+                        sent += 1
+                    else:
+                        self.wfile.write(b"0\r\n\r\n")
+                except OSError:
+                    # The client went away: like a server that stops generating.
+                    server.abandoned.append(sent)
                 self.close_connection = True
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

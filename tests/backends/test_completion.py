@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -437,3 +438,39 @@ def test_a_stream_that_ends_without_a_finish_is_incomplete(server: ScriptedServe
     events = list(backend(server).stream("Hi"))
     assert events[-1] == Finished(FinishReason.INCOMPLETE)
     assert not any(isinstance(e, UsageReported) for e in events)
+
+
+def test_closing_a_stream_early_ends_the_request(server: ScriptedServer) -> None:
+    pieces = [f"word{i} " for i in range(200)]
+    reply = streamed("llama.cpp", pieces, "stop")
+    reply.pause = 0.01
+    server.script.append(reply)
+    with backend(server, "llama.cpp").stream("Talk") as stream:
+        first = next(iter(stream))
+    assert first == TextDelta("word0 ")
+    deadline = time.monotonic() + 5
+    while not server.abandoned and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.abandoned
+    assert server.abandoned[0] < 100
+
+
+def test_cancelling_an_async_stream_ends_the_request(server: ScriptedServer) -> None:
+    reply = streamed("aleph-alpha", [f"w{i} " for i in range(200)], "stop")
+    reply.pause = 0.01
+    server.script.append(reply)
+    chat = backend(server, "aleph-alpha")
+
+    async def run() -> str:
+        async with chat.astream("Talk") as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    return event.text
+        return ""
+
+    assert asyncio.run(run()) == "w0 "
+    deadline = time.monotonic() + 5
+    while not server.abandoned and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.abandoned
+    assert server.abandoned[0] < 100
