@@ -386,6 +386,8 @@ def test_bad_options_are_input_errors() -> None:
         CompletionChat("http://127.0.0.1:1", TinyFormat(), dialect="ollama")
     with pytest.raises(InputError, match="prompt_as"):
         CompletionChat("http://127.0.0.1:1", TinyFormat(), prompt_as="bytes")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="format must be a prompt format such as Llama3"):
+        CompletionChat("http://127.0.0.1:1", "llama3")  # type: ignore[arg-type]
 
 
 # Failures.

@@ -259,7 +259,14 @@ class CompletionChat(Backend):
             import importlib
 
             format = importlib.import_module("chatlane.formats.llama3").Llama3()
-        self.format: PromptFormat = format
+        else:
+            from chatlane.formats.base import PromptFormat
+
+            if not isinstance(format, PromptFormat):
+                raise InputError(
+                    f"format must be a prompt format such as Llama3(), got {type(format).__name__}"
+                )
+        self.format = format
         self.model = model
         self._path = endpoint_path(self.dialect)
         if transport is None:
