@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from completion_support import LoopbackTransport, Reply, ScriptedServer, TinyFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from chatlane.backends.completion import CompletionChat
+from chatlane.backends.completion import CompletionChat, CompletionDecoder
 from chatlane.errors import InputError, ServerError, StreamInterrupted
 from chatlane.events import Finished, TextDelta, ToolCallDone, UsageReported
 from chatlane.messages import user
 from chatlane.request import ChatRequest
 from chatlane.response import ChatResponse, FinishReason, Usage
+from chatlane.wire.completions import CompletionPiece
 
 PREFIX = {"openai": "/v1", "llama.cpp": "", "aleph-alpha": ""}
 PATH = {"openai": "/v1/completions", "llama.cpp": "/completion", "aleph-alpha": "/complete"}
@@ -476,3 +480,36 @@ def test_cancelling_an_async_stream_ends_the_request(server: ScriptedServer) -> 
         time.sleep(0.01)
     assert server.abandoned
     assert server.abandoned[0] < 100
+
+
+# The decoder on its own: any split of the raw output gives the same answer.
+
+_ALPHABET = ["a", " ", "<", "|", "e", "o", "t", "_", "i", "d", ">", "<|eot_id|>", "<|eom_id|>", "é"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from(_ALPHABET), max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_any_split_of_the_output_gives_the_same_answer(parts: list[str], cuts: list[int]) -> None:
+    raw = "".join(parts)
+    bounds = sorted({c for c in cuts if c < len(raw)} | {0, len(raw)})
+    pieces = [raw[a:b] for a, b in itertools.pairwise(bounds)]
+    fmt = TinyFormat()
+    decoder = CompletionDecoder(fmt, ChatRequest((user("x"),)), fmt.stop_sequences)
+    events = []
+    for piece in pieces:
+        events += decoder.feed(CompletionPiece(piece))
+    events += decoder.feed(CompletionPiece(finish_reason=FinishReason.STOP))
+    events += decoder.finish()
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    cut = min([i for i in (raw.find(s) for s in fmt.stop_sequences) if i != -1], default=None)
+    expected = raw if cut is None else raw[:cut]
+    finished = [e for e in events if isinstance(e, Finished)]
+    assert len(finished) == 1
+    assert text == expected
+    expected_stop = (
+        None if cut is None else next(s for s in fmt.stop_sequences if raw.startswith(s, cut))
+    )
+    assert finished[0].stop_sequence == expected_stop
