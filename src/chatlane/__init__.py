@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         aaccumulate,
         accumulate,
     )
+    from chatlane.formats.llama3 import Llama3
     from chatlane.messages import (
         Image,
         Message,
@@ -95,6 +96,7 @@ _EXPORTS: dict[str, str] = {
     "Image": "chatlane.messages",
     "ImageError": "chatlane.errors",
     "InputError": "chatlane.errors",
+    "Llama3": "chatlane.formats.llama3",
     "Message": "chatlane.messages",
     "MessageError": "chatlane.errors",
     "NotFound": "chatlane.errors",

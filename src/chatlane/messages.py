@@ -331,6 +331,12 @@ class Message:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "role", Role.parse(self.role))
+        for field_name in ("tool_call_id", "name", "reasoning"):
+            value = getattr(self, field_name)
+            if value is not None and not isinstance(value, str):
+                raise MessageError(
+                    f"a message's {field_name} must be a str, got {type(value).__name__}"
+                )
         object.__setattr__(self, "content", _coerce_content(self.content))
         calls = self.tool_calls
         if calls is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -186,8 +186,23 @@ class ChatRequest:
         stop = self.stop
         if isinstance(stop, str):
             stop = (stop,)
-        object.__setattr__(self, "stop", tuple(stop or ()))
-        object.__setattr__(self, "steering_concepts", tuple(self.steering_concepts or ()))
+        if stop is not None and not isinstance(stop, Iterable):
+            raise InputError(f"stop must be a string or a sequence of strings, got {stop!r}")
+        stop = tuple(stop or ())
+        if not all(isinstance(s, str) for s in stop):
+            raise InputError("stop must be a string or a sequence of strings")
+        object.__setattr__(self, "stop", stop)
+        steering = self.steering_concepts
+        if steering is not None and not isinstance(steering, Iterable):
+            raise InputError(f"steering_concepts must be a sequence of strings, got {steering!r}")
+        steering = (steering,) if isinstance(steering, str) else tuple(steering or ())
+        if not all(isinstance(s, str) for s in steering):
+            raise InputError("steering_concepts must be a sequence of concept ids (strings)")
+        object.__setattr__(self, "steering_concepts", steering)
+        if not isinstance(self.extra, Mapping):
+            raise InputError(
+                f"extra must be a dict of body fields, got {type(self.extra).__name__}"
+            )
         choice = self.tool_choice
         if choice is not None:
             if not isinstance(choice, str):
@@ -196,6 +211,14 @@ class ChatRequest:
                 raise InputError(
                     f"tool_choice {choice!r} names no tool of this request"
                     + (f" (tools: {', '.join(names)})" if names else " (it has no tools)")
+                )
+        for name, kinds in _FIELD_TYPES:
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+            ):
+                raise InputError(
+                    f"{name} must be {_KIND_NAMES[kinds]}, got {type(value).__name__} {value!r}"
                 )
         if self.max_tokens is not None and self.max_tokens < 1:
             raise InputError(f"max_tokens must be at least 1, got {self.max_tokens}")
@@ -230,3 +253,31 @@ class ChatRequest:
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(ChatRequest)) - {"messages"}
+
+_INT = (int,)
+_NUMBER = (int, float)
+_BOOL = (bool,)
+_STR = (str,)
+_KIND_NAMES: dict[tuple[type, ...], str] = {
+    _INT: "an integer",
+    _NUMBER: "a number",
+    _BOOL: "true or false",
+    _STR: "a string",
+}
+# Settings a server reads as numbers, flags or names: a wrong type is the caller's mistake,
+# reported by name here rather than as a TypeError later or an HTTP 400 from the server.
+_FIELD_TYPES: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("model", _STR),
+    ("max_tokens", _INT),
+    ("temperature", _NUMBER),
+    ("top_p", _NUMBER),
+    ("top_k", _INT),
+    ("seed", _INT),
+    ("frequency_penalty", _NUMBER),
+    ("presence_penalty", _NUMBER),
+    ("n", _INT),
+    ("logprobs", _BOOL),
+    ("top_logprobs", _INT),
+    ("user", _STR),
+    ("parallel_tool_calls", _BOOL),
+)

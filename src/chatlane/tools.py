@@ -72,6 +72,7 @@ class Tool:
         """A tool from a JSON schema of its arguments (an object schema)."""
         if parameters is None:
             parameters = {"type": "object", "properties": {}}
+        check_object_schema(parameters, what=f"tool {name!r}'s parameters")
         return cls(name, description, dict(parameters), strict=strict)
 
     @classmethod

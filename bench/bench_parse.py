@@ -1,0 +1,243 @@
+"""Parsing raw Llama 3.x output: streaming cost, and pharia-skill's ``from_raw`` side by side.
+
+1. Linear time: a 20,000-character output fed token by token (4 characters a token) through
+   `ToolCallStreamParser`, against re-parsing the whole text so far on every token (what a
+   parser without incremental state must do to stream). The re-parse column is measured on
+   200 evenly spaced prefixes and scaled to every token, because running it in full takes
+   minutes. The 5k / 20k column shows the stream's cost grows with the length, not its square.
+2. Whole outputs: `parse_output` against pharia-skill 0.20.0's
+   `AssistantMessage.from_raw_response`, with whether each read the output right.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from chatlane.formats.toolcalls import ToolCallStreamParser, parse_output
+from chatlane.tools import Tool, brave_search, code_interpreter
+
+WRITE = Tool.from_schema(
+    "write_file",
+    {"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}}},
+)
+WEATHER = Tool.from_schema(
+    "get_weather", {"type": "object", "properties": {"city": {"type": "string"}}}
+)
+TOOLS = (WRITE, WEATHER, brave_search, code_interpreter)
+
+
+def _outputs(size: int) -> dict[str, str]:
+    prose_unit = "Paris is the capital of France; {x} and [1] are not calls, nor is <b>. "
+    prose = (prose_unit * (size // len(prose_unit) + 1))[:size]
+    filler = 'lorem ipsum \\"quoted\\" {braces} [brackets] ' * (size // 40)
+    head = '<|python_tag|>{"name": "write_file", "parameters": {"path": "a.txt", "content": "'
+    call = head + filler[: size - len(head) - 4] + '"}}'
+    code_unit = "for i in range(10):\n    print({'i': i, 'sq': [i * i]})\n"
+    code = "<|python_tag|>" + (code_unit * (size // len(code_unit) + 1))[: size - 14]
+    code = code[: code.rindex("\n") + 1]
+    return {"prose": prose, "JSON call": call, "code": code}
+
+
+def _tokens(text: str, width: int = 4) -> list[str]:
+    return [text[i : i + width] for i in range(0, len(text), width)]
+
+
+def _best(fn: Callable[[], Any], repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _stream(tokens: list[str]) -> None:
+    parser = ToolCallStreamParser(TOOLS)
+    for token in tokens:
+        parser.feed(token)
+    parser.finish()
+
+
+def _late_over_early(tokens: list[str], block: int = 1000, repeat: int = 7) -> float:
+    """The cost of the last ``block`` feeds over the first ``block`` ones, in one run:
+    about 1 when a feed costs the same however much text came before it."""
+    early = late = float("inf")
+    for _ in range(repeat):
+        parser = ToolCallStreamParser(TOOLS)
+        t0 = time.perf_counter()
+        for token in tokens[:block]:
+            parser.feed(token)
+        t1 = time.perf_counter()
+        for token in tokens[block:-block]:
+            parser.feed(token)
+        t2 = time.perf_counter()
+        for token in tokens[-block:]:
+            parser.feed(token)
+        t3 = time.perf_counter()
+        early, late = min(early, t1 - t0), min(late, t3 - t2)
+    return late / early
+
+
+def _reparse_estimate(tokens: list[str], samples: int = 200) -> float:
+    prefixes: list[str] = []
+    text = ""
+    step = max(1, len(tokens) // samples)
+    for i, token in enumerate(tokens):
+        text += token
+        if i % step == 0:
+            prefixes.append(text)
+    start = time.perf_counter()
+    for prefix in prefixes:
+        parse_output(prefix, tools=TOOLS)
+    return (time.perf_counter() - start) * len(tokens) / len(prefixes)
+
+
+def linear_table() -> None:
+    big = _outputs(20_000)
+    small = _outputs(5_000)
+    print("Streaming a 20,000-character output, 4 characters a token (5,000 feeds)")
+    header = (
+        f"{'output':<10} {'stream':>9} {'re-parse each token':>20} {'ratio':>7}"
+        f" {'last/first 1000 feeds':>22} {'5k->20k: stream':>16} {'re-parse':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, text in big.items():
+        tokens, small_tokens = _tokens(text), _tokens(small[name])
+        stream = _best(lambda tokens=tokens: _stream(tokens), 5)  # type: ignore[misc]
+        stream_small = _best(lambda t=small_tokens: _stream(t), 5)  # type: ignore[misc]
+        reparse = _reparse_estimate(tokens)
+        reparse_small = _reparse_estimate(small_tokens)
+        print(
+            f"{name:<10} {stream * 1e3:>7.1f}ms {reparse * 1e3:>17.0f}ms~ {reparse / stream:>6.0f}x"
+            f" {_late_over_early(tokens):>21.2f}x {stream / stream_small:>15.1f}x"
+            f" {reparse / reparse_small:>8.1f}x"
+        )
+    print("(~ estimated from 200 prefixes. Linear: a late feed costs what an early one does (1x),")
+    print(" and 4x the text costs 4x; re-parsing costs 16x. Timings on 2 shared cores are noisy.)")
+
+
+def _pharia() -> tuple[Callable[[str], Any], list[Any]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from pharia_skill.llama3 import BraveSearch, CodeInterpreter
+        from pharia_skill.llama3 import Tool as PhariaTool
+        from pharia_skill.llama3.message import AssistantMessage
+
+    class GetWeather(PhariaTool):
+        """Current weather in a city."""
+
+        city: str
+
+    tools: list[Any] = [GetWeather, BraveSearch, CodeInterpreter]
+    return (lambda raw: AssistantMessage.from_raw_response(raw, tools)), tools
+
+
+CASES: list[tuple[str, str, list[tuple[str, dict[str, Any]]], str]] = [
+    (
+        "plain text",
+        "The capital of France is Paris.<|eot_id|>",
+        [],
+        "The capital of France is Paris.",
+    ),
+    (
+        "JSON call",
+        '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}<|eom_id|>',
+        [("get_weather", {"city": "Paris"})],
+        "",
+    ),
+    (
+        "two calls",
+        '{"name": "get_weather", "parameters": {"city": "Paris"}}; '
+        '{"name": "get_weather", "parameters": {"city": "Rome"}}<|eom_id|>',
+        [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})],
+        "",
+    ),
+    (
+        "prose+call",
+        'Let me check.\n{"name": "get_weather", "parameters": {"city": "Oslo"}}<|eom_id|>',
+        [("get_weather", {"city": "Oslo"})],
+        "Let me check.",
+    ),
+    (
+        "escaped query",
+        '<|python_tag|>brave_search.call(query="say \\"hi\\"")<|eom_id|>',
+        [("brave_search", {"query": 'say "hi"'})],
+        "",
+    ),
+    (
+        "code",
+        "<|python_tag|>import math\nprint(math.pi)<|eom_id|>",
+        [("code_interpreter", {"code": "import math\nprint(math.pi)"})],
+        "",
+    ),
+    (
+        "pythonic",
+        '[get_weather(city="San Francisco, CA")]<|eot_id|>',
+        [("get_weather", {"city": "San Francisco, CA"})],
+        "",
+    ),
+    (
+        "bad JSON call",
+        '<|python_tag|>{"name": "get_weather", "parameters": {"city": "P",}}<|eom_id|>',
+        [],
+        '{"name": "get_weather", "parameters": {"city": "P",}}',
+    ),
+    ("JSON list", "<|python_tag|>[1, 2]<|eom_id|>", [("code_interpreter", {"code": "[1, 2]"})], ""),
+]
+
+
+def _pharia_reading(message: Any) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    calls = []
+    for call in message.tool_calls or []:
+        params = call.parameters
+        if not isinstance(params, dict):
+            params = params.model_dump()
+            if call.name == "code_interpreter":
+                params = {"code": params.pop("src")}
+        calls.append((call.name, params))
+    return calls, message.content or ""
+
+
+def _per_call(fn: Callable[[], Any], number: int = 2000) -> float:
+    return _best(lambda: [fn() for _ in range(number)]) / number
+
+
+def pharia_table() -> None:
+    pharia, _ = _pharia()
+    print("Whole outputs: chatlane parse_output vs pharia-skill 0.20.0 from_raw_response")
+    header = (
+        f"{'output':<14} {'chatlane':>9} {'pharia':>9} {'ratio':>7}  {'chatlane':<9} {'pharia'}"
+    )
+    print(header)
+    print("-" * (len(header) + 10))
+    for name, raw, want_calls, want_content in CASES:
+        out = parse_output(raw, tools=TOOLS)
+        ours_ok = [(c.name, dict(c.arguments)) for c in out.tool_calls] == want_calls and (
+            out.content == want_content
+        )
+        try:
+            theirs_ok = _pharia_reading(pharia(raw)) == (want_calls, want_content)
+            theirs = _per_call(lambda raw=raw: pharia(raw))  # type: ignore[misc]
+            verdict, timing = ("right" if theirs_ok else "wrong"), f"{theirs * 1e6:>7.1f}us"
+        except Exception as e:
+            verdict, timing, theirs = f"raises {type(e).__name__}", f"{'-':>9}", float("nan")
+        ours = _per_call(lambda raw=raw: parse_output(raw, tools=TOOLS))  # type: ignore[misc]
+        print(
+            f"{name:<14} {ours * 1e6:>7.1f}us {timing} {theirs / ours:>6.2f}x  "
+            f"{'right' if ours_ok else 'WRONG':<9} {verdict}"
+        )
+    print("(ratio = pharia time / chatlane time: above 1 means chatlane is faster)")
+
+
+def main() -> None:
+    linear_table()
+    print()
+    pharia_table()
+
+
+if __name__ == "__main__":
+    main()

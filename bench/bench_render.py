@@ -1,0 +1,295 @@
+"""Rendering a Llama 3.1 prompt: chatlane against llama-models, the HF template and pharia-skill.
+
+The conversation: a system prompt, 5 JSON tools, 20 user turns, 5 of them answered with a
+tool call and its result. Each row is the best of several timed batches.
+
+- render + tokenize: chatlane's meta profile against Meta's ``ChatFormat.encode_dialog_prompt``
+  (given the same system and tool-definition texts), cold (a fresh `Llama3`, nothing cached)
+  and warm (the same conversation again);
+- one more turn: the conversation grown by one user turn, on the `Llama3` that rendered it,
+  against rendering that new turn alone;
+- render only (text): chatlane's hf profile against a precompiled jinja2 rendering of the
+  official template, and pharia-skill's ``ChatRequest.render``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chatlane.formats._llama3_prompts import hf_tool_definition
+from chatlane.formats.llama3 import Llama3
+from chatlane.formats.tokenizer import START_HEADER, load_tokenizer
+from chatlane.messages import Message, ToolCall, assistant, system, tool_result, user
+from chatlane.request import ChatRequest
+from chatlane.tools import Tool
+
+TEMPLATE = (
+    Path(__file__).parent.parent
+    / "tests"
+    / "conformance"
+    / "data"
+    / "meta-llama-Llama-3.1-8B-Instruct.jinja"
+)
+
+
+def _tools() -> tuple[Tool, ...]:
+    tools = []
+    for i in range(5):
+        tools.append(
+            Tool.from_schema(
+                f"tool_{i}",
+                {
+                    "type": "object",
+                    "properties": {
+                        "query": {"type": "string", "description": f"What tool {i} looks up"},
+                        "limit": {"type": "integer", "description": "How many results"},
+                        "mode": {"type": "string", "enum": ["fast", "exact"]},
+                    },
+                    "required": ["query"],
+                },
+                f"Tool number {i}: looks things up in source {i}.",
+            )
+        )
+    return tuple(tools)
+
+
+def _conversation() -> list[Message]:
+    messages: list[Message] = [system("You are a careful assistant. Answer briefly.")]
+    for turn in range(20):
+        messages.append(
+            user(f"Question {turn}: what do you know about topic {turn} and how does it relate?")
+        )
+        if turn % 4 == 0:
+            call = ToolCall(f"call_{turn}", f"tool_{turn % 5}", {"query": f"topic {turn}"})
+            messages.append(assistant("", [call]))
+            messages.append(
+                tool_result(call, {"results": [f"fact {turn}.{k}" for k in range(3)], "n": 3})
+            )
+        messages.append(
+            assistant(
+                f"Topic {turn} is well documented; the main points are A, B and C. "
+                "Would you like more detail on any of them?"
+            )
+        )
+    messages.pop()  # the last question waits for its answer
+    return messages
+
+
+_MAX_CALLS = 6000
+
+
+def _best(fn: Callable[[], Any], *, budget: float = 1.5, limited: bool = False) -> float:
+    """Seconds per call: the best mean of a few batches within the time budget (and within
+    _MAX_CALLS calls in all, for functions that consume prepared inputs)."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    per_batch = max(1, int(budget / 5 / once))
+    if limited:
+        per_batch = min(per_batch, (_MAX_CALLS - 2) // 5)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(per_batch):
+            fn()
+        best = min(best, (time.perf_counter() - start) / per_batch)
+    return best
+
+
+def _meta_dialog(fmt: Llama3, request: ChatRequest) -> list[Any]:
+    from llama_models.datatypes import RawMessage, StopReason
+    from llama_models.datatypes import ToolCall as MetaToolCall
+
+    first = request.messages[0]
+    pieces = fmt._meta_preamble(first.text, request.tools, None)
+    dialog = [
+        RawMessage(role=str(pieces[i + 1]), content=str(pieces[i + 4]))
+        for i, p in enumerate(pieces)
+        if p == START_HEADER
+    ]
+    for m in request.messages[1:]:
+        dialog.append(
+            RawMessage(
+                role="tool" if m.role.value == "tool" else m.role.value,
+                content=m.text,
+                stop_reason=StopReason.end_of_turn,
+                tool_calls=[
+                    MetaToolCall(call_id=c.id, tool_name=c.name, arguments=dict(c.arguments))
+                    for c in m.tool_calls
+                ],
+            )
+        )
+    return dialog
+
+
+def _hf_messages(request: ChatRequest) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in request.messages:
+        if m.tool_calls:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": dict(c.arguments)},
+                        }
+                        for c in m.tool_calls
+                    ],
+                }
+            )
+        elif m.role.value == "tool":
+            out.append({"role": "tool", "content": json.loads(m.text)})
+        else:
+            out.append({"role": m.role.value, "content": m.text})
+    return out
+
+
+def _jinja_template() -> Any:
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = lambda x, indent=None, separators=None, sort_keys=False: json.dumps(
+        x, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+    return env.from_string(TEMPLATE.read_text(encoding="utf-8"))
+
+
+def _pharia_request(request: ChatRequest) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pharia_skill.llama3 import (
+            AssistantMessage,
+            JsonSchema,
+            ToolMessage,
+            UserMessage,
+        )
+        from pharia_skill.llama3 import (
+            ChatRequest as PhariaRequest,
+        )
+        from pharia_skill.llama3 import ToolCall as PhariaCall
+        from pharia_skill.llama3.tool import Function
+
+    messages: list[Any] = []
+    for m in request.messages[1:]:
+        if m.tool_calls:
+            messages.append(
+                AssistantMessage(
+                    tool_calls=[PhariaCall(c.name, dict(c.arguments)) for c in m.tool_calls]
+                )
+            )
+        elif m.role.value == "tool":
+            messages.append(ToolMessage(m.text))
+        elif m.role.value == "user":
+            messages.append(UserMessage(m.text))
+        else:
+            messages.append(AssistantMessage(content=m.text))
+    tools = [
+        JsonSchema(
+            function=Function(name=t.name, description=t.description, parameters=dict(t.parameters))
+        )
+        for t in request.tools
+    ]
+    return PhariaRequest(
+        "llama-3.1-8b-instruct", messages, system=request.messages[0].text, tools=tools
+    )
+
+
+def main() -> None:
+    from llama_models.llama3.chat_format import ChatFormat
+    from llama_models.llama3.tokenizer import Tokenizer
+
+    tokenizer = load_tokenizer()
+    tools = _tools()
+    messages = _conversation()
+    request = ChatRequest(tuple(messages), tools=tools)
+    meta_fmt = Llama3(date="21 September 2024", tokenizer=tokenizer)
+    prompt = meta_fmt.render(request)
+
+    chat_format = ChatFormat(Tokenizer.get_instance())
+    dialog = _meta_dialog(meta_fmt, request)
+    assert chat_format.encode_dialog_prompt(dialog).tokens == list(prompt.tokens)
+
+    rows: list[tuple[str, str, float, float]] = []
+
+    meta_time = _best(lambda: chat_format.encode_dialog_prompt(dialog))
+    cold = _best(lambda: Llama3(date="21 September 2024", tokenizer=tokenizer).render(request))
+    warm = _best(lambda: meta_fmt.render(request))
+    rows.append(("render + tokenize", "llama-models ChatFormat", meta_time, meta_time))
+    rows.append(("render + tokenize", "chatlane meta, cold", cold, meta_time))
+    rows.append(("render + tokenize", "chatlane meta, warm", warm, meta_time))
+
+    # Requests are built before timing: each timed call renders a turn never seen before.
+    answered = (*messages, assistant("ok"))
+    grown_requests = iter(
+        [
+            ChatRequest((*answered, user(f"One more question, number {i}?")), tools=tools)
+            for i in range(_MAX_CALLS)
+        ]
+    )
+    alone_requests = iter(
+        [ChatRequest((user(f"One more question, number {i}?"),)) for i in range(_MAX_CALLS)]
+    )
+    alone = _best(lambda: Llama3(tokenizer=tokenizer).render(next(alone_requests)), limited=True)
+    grown = _best(lambda: meta_fmt.render(next(grown_requests)), limited=True)
+    rows.append(("one more turn", "the new turn rendered alone", alone, alone))
+    rows.append(("one more turn", "chatlane, the grown conversation", grown, alone))
+
+    template = _jinja_template()
+    hf_messages = _hf_messages(request)
+    hf_tools = [hf_tool_definition(t) for t in tools]
+    hf_fmt = Llama3(profile="hf", tokenizer=tokenizer)
+    assert hf_fmt.render_text(request) == template.render(
+        messages=hf_messages,
+        tools=hf_tools,
+        bos_token="<|begin_of_text|>",
+        add_generation_prompt=True,
+    )
+    jinja_time = _best(
+        lambda: template.render(
+            messages=hf_messages,
+            tools=hf_tools,
+            bos_token="<|begin_of_text|>",
+            add_generation_prompt=True,
+        )
+    )
+    rows.append(("render only (text)", "jinja2 HF template, precompiled", jinja_time, jinja_time))
+    rows.append(
+        (
+            "render only (text)",
+            "chatlane hf, cold",
+            _best(lambda: Llama3(profile="hf", tokenizer=tokenizer).render_text(request)),
+            jinja_time,
+        )
+    )
+    rows.append(
+        (
+            "render only (text)",
+            "chatlane hf, warm",
+            _best(lambda: hf_fmt.render_text(request)),
+            jinja_time,
+        )
+    )
+    pharia = _pharia_request(request)
+    rows.append(
+        ("render only (text)", "pharia-skill ChatRequest.render", _best(pharia.render), jinja_time)
+    )
+
+    print(f"20 turns, 5 JSON tools, 5 tool calls; {len(prompt.tokens)} tokens")
+    print(f"{'task':<20} {'implementation':<34} {'time':>10} {'speed-up':>9}")
+    for task, name, seconds, reference in rows:
+        print(f"{task:<20} {name:<34} {seconds * 1e6:>8.1f}µs {reference / seconds:>8.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""The texts Llama 3.x prompts put around tools: system-prompt blocks and tool calls.
+
+Two sources define them, and chatlane follows each exactly where it is exact:
+
+- ``meta``: the prompt templates of Meta's ``llama-models`` (the generators behind the
+  published prompt_format.md pages for 3.1, 3.2 and 3.3) and its ``ToolUtils`` call encoding;
+- ``hf``: the official Hugging Face chat templates.
+
+Where a source produces broken output (a quote inside a description ending a JSON string
+early, a pythonic dict written ``{k=v}``), chatlane writes the valid form instead; for every
+input the sources render correctly the text is identical. docs/llama3-format.md lists each
+such choice.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from chatlane.messages import ToolCall
+from chatlane.tools import Tool
+
+BUILTIN_NAMES = ("brave_search", "wolfram_alpha", "code_interpreter")
+KNOWLEDGE_CUTOFF = "Cutting Knowledge Date: December 2023"
+
+
+# -- dates -----------------------------------------------------------------------------
+
+
+def meta_date(date: _dt.date) -> str:
+    """Meta's date style, ``21 September 2024`` (``%d %B %Y``, as llama-models writes it)."""
+    return f"{date.day:02d} {_MONTHS[date.month - 1]} {date.year}"
+
+
+def hf_date(date: _dt.date) -> str:
+    """The Hugging Face templates' date style, ``26 Jul 2024`` (``%d %b %Y``)."""
+    return f"{date.day:02d} {_MONTHS[date.month - 1][:3]} {date.year}"
+
+
+# Spelled out rather than strftime'd: strftime follows the process locale.
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+# -- JSON helpers ------------------------------------------------------------------------
+
+
+def json_inner(text: str) -> str:
+    """``text`` as the inside of a JSON string (quotes, backslashes and controls escaped)."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def jinja_tojson(value: Any) -> str:
+    """What Jinja's own ``tojson`` filter writes (sorted keys, ASCII, HTML-safe), which
+    llama-models' templates use for parameter lists."""
+    return (
+        json.dumps(value, sort_keys=True)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("'", "\\u0027")
+    )
+
+
+def _param_type(schema: Mapping[str, Any]) -> str:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in kind if k != "null"] or kind
+        kind = kinds[0] if kinds else None
+    if isinstance(kind, str):
+        return kind
+    if "enum" in schema:
+        return "string"
+    return "object" if "properties" in schema else "any"
+
+
+def _properties(tool: Tool) -> list[tuple[str, Mapping[str, Any], bool]]:
+    props = tool.parameters.get("properties", {})
+    required = set(tool.parameters.get("required", []))
+    return [
+        (name, schema if isinstance(schema, Mapping) else {}, name in required)
+        for name, schema in props.items()
+    ]
+
+
+# -- meta: tool definitions -----------------------------------------------------------------
+
+
+def meta_builtin_block(tools: Sequence[Tool], *, environment: bool) -> str:
+    """llama-models' BuiltinToolGenerator: ``Environment: ipython`` and the ``Tools:`` line
+    (code_interpreter is implied by the environment and never listed)."""
+    if not environment:
+        return ""
+    listed = [t.name for t in tools if t.builtin and t.name != "code_interpreter"]
+    if listed:
+        return "Environment: ipython\nTools: " + ", ".join(listed)
+    return "Environment: ipython\n"
+
+
+def meta_json_tools(tools: Sequence[Tool]) -> str:
+    """llama-models' JsonCustomToolGenerator (the 3.1 "JSON based tool calling" prompt)."""
+    out = [
+        "Answer the user's question by making use of the following functions if needed.\n"
+        "If none of the function can be used, please say so.\n"
+        "Here is a list of functions in JSON format:\n"
+    ]
+    for tool in tools:
+        props = _properties(tool)
+        items = ",".join(
+            "\n                {\n"
+            f'                    "{json_inner(name)}": {{\n'
+            '                        "type": "object",\n'
+            f'                        "description": "{json_inner(str(schema.get("description", "")))}"\n'
+            "                    }\n"
+            "                }"
+            for name, schema, _ in props
+        )
+        required = [name for name, _, req in props if req]
+        out.append(
+            "{\n"
+            '    "type": "function",\n'
+            '    "function": {\n'
+            f'        "name": "{json_inner(tool.name)}",\n'
+            f'        "description": "{json_inner(tool.description or "")}",\n'
+            '        "parameters": {\n'
+            '            "type": "object",\n'
+            f'            "properties": [{items}\n'
+            "            ],\n"
+            f'            "required": {jinja_tojson(required)}\n'
+            "        }\n"
+            "    }\n"
+            "}\n"
+        )
+    out.append("\nReturn function calls in JSON format.")
+    return "".join(out)
+
+
+def meta_function_tag_tools(tools: Sequence[Tool]) -> str:
+    """llama-models' FunctionTagCustomToolGenerator (the ``<function=name>`` prompt)."""
+    out = ["You have access to the following functions:\n\n"]
+    for tool in tools:
+        params = {
+            name: {
+                "description": schema.get("description"),
+                "param_type": _param_type(schema),
+                "required": required,
+            }
+            for name, schema, required in _properties(tool)
+        }
+        desc = json_inner(tool.description or "")
+        name = json_inner(tool.name)
+        out.append(
+            f"Use the function '{name}' to '{desc}':\n"
+            f'{{"name": "{name}", "description": "{desc}", "parameters": {jinja_tojson(params)}}}\n\n'
+        )
+    out.append(
+        "Think very carefully before calling functions.\n"
+        "If you choose to call a function ONLY reply in the following format with no prefix or suffix:\n"
+        "\n"
+        '<function=example_function_name>{"example_name": "example_value"}</function>\n'
+        "\n"
+        "Reminder:\n"
+        "- If looking for real time information use relevant functions before falling back to brave_search\n"
+        "- Function calls MUST follow the specified format, start with <function= and end with </function>\n"
+        "- Required parameters MUST be specified\n"
+        "- Only call one function at a time\n"
+        "- Put the entire function call reply on one line"
+    )
+    return "".join(out)
+
+
+PYTHONIC_PREAMBLE = (
+    "You are an expert in composing functions. You are given a question and a set of possible functions.\n"
+    "Based on the question, you will need to make one or more function/tool calls to achieve the purpose.\n"
+    "If none of the function can be used, point it out. If the given question lacks the parameters required by the function,\n"
+    "also point it out. You should only return the function call in tools call sections.\n"
+    "\n"
+)
+
+
+def meta_pythonic_tools(tools: Sequence[Tool]) -> str:
+    """llama-models' PythonListCustomToolGenerator (the 3.2/3.3 zero-shot prompt)."""
+    listed = []
+    for tool in tools:
+        props: dict[str, Any] = {}
+        for name, schema, _ in _properties(tool):
+            entry: dict[str, Any] = {
+                "type": _param_type(schema),
+                "description": schema.get("description", ""),
+            }
+            if schema.get("default") is not None:
+                entry["default"] = schema["default"]
+            for key, value in schema.items():
+                if key not in ("type", "description", "default"):
+                    entry[key] = value
+            props[name] = entry
+        listed.append(
+            {
+                "name": tool.name,
+                "description": tool.description or "",
+                "parameters": {
+                    "type": "dict",
+                    "required": [name for name, _, req in _properties(tool) if req],
+                    "properties": props,
+                },
+            }
+        )
+    return (
+        PYTHONIC_PREAMBLE
+        + "If you decide to invoke any of the function(s), you MUST put it in the format of "
+        "[func_name1(params_name1=params_value1, params_name2=params_value2...), func_name2(params)]\n"
+        "You SHOULD NOT include any other text in the response.\n"
+        "\n"
+        "Here is a list of functions in JSON format that you can invoke.\n"
+        "\n" + json.dumps(listed, indent=4, ensure_ascii=False)
+    )
+
+
+def tool_choice_prompt(choice: str | None) -> str:
+    """The sentence llama-stack adds for ``tool_choice`` (empty for auto and none)."""
+    if choice in (None, "auto", "none"):
+        return ""
+    if choice == "required":
+        return "You MUST use one of the provided functions/tools to answer the user query."
+    return f"You MUST use the tool `{choice}` to answer the user query."
+
+
+# -- meta: tool calls ----------------------------------------------------------------------
+
+
+def call_arguments(call: ToolCall) -> tuple[Mapping[str, Any] | None, str]:
+    """The call's arguments: (the object, its raw text), or (None, raw text) when invalid."""
+    if call.valid:
+        return call.arguments, call.raw_arguments
+    return None, call.raw_arguments
+
+
+def builtin_call(call: ToolCall) -> str:
+    """A built-in call as the models write it: ``brave_search.call(query="...")``, or the
+    bare code for code_interpreter. Quotes and backslashes in values are escaped."""
+    args, raw = call_arguments(call)
+    if call.name == "code_interpreter":
+        if args is not None and isinstance(args.get("code"), str):
+            return str(args["code"])
+        return raw
+    if args is None:
+        return f"{call.name}.call({raw})"
+    parts = []
+    for key, value in args.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        parts.append(f'{key}="{_escape_py(text)}"')
+    return f"{call.name}.call({', '.join(parts)})"
+
+
+def _escape_py(text: str) -> str:
+    if not any(c in text for c in '"\\\n\r\t') and text.isprintable():
+        return text
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def meta_json_call(call: ToolCall) -> str:
+    """llama-models' JSON call: ``{"type": "function", "name": ..., "parameters": ...}``."""
+    args, raw = call_arguments(call)
+    if args is None:
+        return f'{{"type": "function", "name": {json.dumps(call.name)}, "parameters": {raw}}}'
+    return json.dumps({"type": "function", "name": call.name, "parameters": dict(args)})
+
+
+def function_tag_call(call: ToolCall) -> str:
+    """``<function=name>{...}</function>``."""
+    args, raw = call_arguments(call)
+    text = raw if args is None else json.dumps(dict(args))
+    return f"<function={call.name}>{text}</function>"
+
+
+def pythonic_call(call: ToolCall) -> str:
+    """One call of a pythonic list: ``name(a=1, b="x")``."""
+    args, raw = call_arguments(call)
+    if args is None:
+        return f"{call.name}({raw})"
+    return f"{call.name}({', '.join(f'{k}={pythonic_value(v)}' for k, v in args.items())})"
+
+
+def pythonic_value(value: Any) -> str:
+    """A JSON value as a Python literal. Strings are written as llama-models writes them
+    (``"..."``) and escaped where they need it; dicts are real dict literals."""
+    if isinstance(value, str):
+        return f'"{_escape_py(value)}"'
+    if value is None or isinstance(value, bool | int):
+        return str(value)
+    if isinstance(value, float):
+        return str(value) if math.isfinite(value) else f'float("{value}")'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(pythonic_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        items = (f"{pythonic_value(str(k))}: {pythonic_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    return pythonic_value(str(value))
+
+
+# -- hf ---------------------------------------------------------------------------------
+
+
+def hf_tojson(value: Any, indent: int | None = None) -> str:
+    """transformers' ``tojson`` for chat templates: ``json.dumps(ensure_ascii=False)``."""
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+def hf_tool_definition(tool: Tool) -> dict[str, Any]:
+    """A tool in the shape transformers hands the templates."""
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        function["description"] = tool.description
+    function["parameters"] = dict(tool.parameters)
+    return {"type": "function", "function": function}
+
+
+HF_TOOLS_INSTRUCTION = (
+    'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.'
+    "Do not use variables.\n\n"
+)
+
+
+def hf_tools_text(tools: Sequence[Tool]) -> str:
+    return "".join(hf_tojson(hf_tool_definition(t), indent=4) + "\n\n" for t in tools)
+
+
+def hf_json_call(call: ToolCall) -> str:
+    args, raw = call_arguments(call)
+    text = raw if args is None else hf_tojson(dict(args))
+    return f'{{"name": "{call.name}", "parameters": {text}}}'
+
+
+def hf_builtin_call(call: ToolCall) -> str:
+    args, raw = call_arguments(call)
+    if args is None:
+        return f"{call.name}.call({raw})"
+    parts = []
+    for key, value in args.items():
+        text = value if isinstance(value, str) else hf_tojson(value)
+        parts.append(f'{key}="{text}"')
+    return f"{call.name}.call({', '.join(parts)})"
+
+
+def hf_tool_content(text: str) -> str:
+    """A tool result as the templates write it: a JSON object or array (chatlane keeps tool
+    results as text; transformers would get the dict) or else the string as a JSON string
+    (the templates' ``content is iterable`` test is true for strings too)."""
+    stripped = text.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            pass
+        else:
+            if isinstance(value, dict | list):
+                return hf_tojson(value)
+    return hf_tojson(text)

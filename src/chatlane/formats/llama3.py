@@ -1,0 +1,764 @@
+"""The Llama 3.1, 3.2 and 3.3 prompt format: token-exact rendering and tool-call parsing.
+
+`Llama3` renders a `ChatRequest` into the exact prompt text and its token ids, and reads
+the model's raw output back (`parse`, `stream_parser`). Two profiles:
+
+- ``meta`` (the default): token-exact with Meta's reference implementation
+  (``llama_models.llama3.chat_format.ChatFormat``) and the system prompts of Meta's
+  published prompt_format.md pages. It is what Meta's own inference code feeds the models,
+  and the pages describe the format the models were trained on.
+- ``hf``: byte-exact with the official Hugging Face chat templates (what transformers,
+  vLLM and llama.cpp's server render from the model repositories).
+
+Special tokens come only from the renderer: text a user typed that looks like
+``<|eot_id|>`` is tokenized as ordinary text. docs/llama3-format.md describes every rule
+and every place where the references disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import operator
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from chatlane.errors import InputError, MessageError
+from chatlane.formats import _llama3_prompts as P
+from chatlane.formats.base import ParsedOutput, Prompt
+from chatlane.formats.tokenizer import (
+    BEGIN_OF_TEXT,
+    END_HEADER,
+    END_OF_MESSAGE,
+    END_OF_TURN,
+    PYTHON_TAG,
+    START_HEADER,
+    Llama3Tokenizer,
+    load_tokenizer,
+)
+from chatlane.messages import Image, Message, Role, Text, ToolCall
+from chatlane.request import ChatRequest
+from chatlane.tools import Tool
+
+if TYPE_CHECKING:
+    from chatlane.formats.base import StreamParser
+
+__all__ = [
+    "BEGIN_OF_TEXT",
+    "END_HEADER",
+    "END_OF_MESSAGE",
+    "END_OF_TURN",
+    "IMAGE_TOKEN",
+    "PYTHON_TAG",
+    "START_HEADER",
+    "Llama3",
+]
+
+IMAGE_TOKEN = 128256
+"""The id an ``<|image|>`` takes in the 3.2 Vision models' input (Meta's ChatFormat and the
+published token ids both use 128256, one past the text vocabulary)."""
+
+Version: TypeAlias = Literal["3.1", "3.2", "3.3"]
+Profile: TypeAlias = Literal["meta", "hf"]
+ToolFormat: TypeAlias = Literal["json", "function_tag", "pythonic"]
+
+# A rendered piece: a special token id, or text.
+_Piece: TypeAlias = int | str
+
+_SPECIAL_TEXT = {
+    BEGIN_OF_TEXT: "<|begin_of_text|>",
+    START_HEADER: "<|start_header_id|>",
+    END_HEADER: "<|end_header_id|>",
+    END_OF_MESSAGE: "<|eom_id|>",
+    END_OF_TURN: "<|eot_id|>",
+    PYTHON_TAG: "<|python_tag|>",
+    IMAGE_TOKEN: "<|image|>",
+}
+
+_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    text: str
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """The last conversation rendered, to extend it when it grows."""
+
+    messages: tuple[Message, ...]
+    tools: tuple[Tool, ...]
+    tool_choice: str | None
+    tokenize: bool
+    parts: tuple[_Rendered, ...]
+    """Every part but the closing assistant header."""
+    builtins: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _LastPrompt:
+    parts: list[_Rendered]
+    token_ends: list[int]
+    text_ends: list[int]
+    tokens: tuple[int, ...]
+    text: str
+
+
+def _same(a: object, b: object) -> bool:
+    # Cache owners are compared by identity (element by element for tuples): the cached
+    # objects are immutable, and identity is what makes a lookup cheap.
+    if a is b:
+        return True
+    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
+        return all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return False
+
+
+class Llama3:
+    """The Llama 3.x prompt format (see the module docstring).
+
+    Args:
+        version: ``"3.1"``, ``"3.2"`` or ``"3.3"``.
+        profile: ``"meta"`` (Meta's reference, the default) or ``"hf"`` (the Hugging Face
+            chat templates).
+        tool_format: how custom tools are offered and called: ``"json"``,
+            ``"function_tag"`` (``<function=name>{...}</function>``, meta only) or
+            ``"pythonic"`` (``[f(a=1)]``, the 3.2/3.3 zero-shot format, meta only).
+        date: the ``Today Date`` of the system prompt: a `datetime.date` (written in the
+            profile's style: ``21 September 2024`` or ``21 Sep 2024``) or a string used as
+            it is. None means today in the meta profile and the template's own default in the
+            hf profile. In the meta profile a conversation without tools gets the date block
+            only when a date is given (as on Meta's pages).
+        tools_in: where JSON tool definitions go: ``"user"`` (Meta's and the templates'
+            default: a user message) or ``"system"``.
+        tokenizer: a `Llama3Tokenizer`, or a path to ``tokenizer.model``; by default the one
+            of the installed ``llama-models`` package or ``$CHATLANE_LLAMA3_TOKENIZER``.
+    """
+
+    stop_sequences: tuple[str, ...] = ("<|eot_id|>", "<|eom_id|>")
+
+    def __init__(
+        self,
+        version: Version = "3.1",
+        profile: Profile = "meta",
+        tool_format: ToolFormat = "json",
+        date: _dt.date | str | None = None,
+        *,
+        tools_in: Literal["user", "system"] = "user",
+        tokenizer: Llama3Tokenizer | str | os.PathLike[str] | None = None,
+    ) -> None:
+        if version not in ("3.1", "3.2", "3.3"):
+            raise InputError(f"Llama3 version must be '3.1', '3.2' or '3.3', got {version!r}")
+        if profile not in ("meta", "hf"):
+            raise InputError(f"Llama3 profile must be 'meta' or 'hf', got {profile!r}")
+        if tool_format not in ("json", "function_tag", "pythonic"):
+            raise InputError(
+                f"tool_format must be 'json', 'function_tag' or 'pythonic', got {tool_format!r}"
+            )
+        if profile == "hf" and tool_format != "json":
+            raise InputError(
+                "the Hugging Face templates define JSON tool calling only; "
+                f"use profile='meta' for tool_format={tool_format!r}"
+            )
+        if tools_in not in ("user", "system"):
+            raise InputError(f"tools_in must be 'user' or 'system', got {tools_in!r}")
+        if date is not None and not isinstance(date, _dt.date | str):
+            raise InputError(f"date must be a datetime.date or a str, got {type(date).__name__}")
+        if isinstance(date, _dt.datetime):
+            date = date.date()
+        self.version: Version = version
+        self.profile: Profile = profile
+        self.tool_format: ToolFormat = tool_format
+        self.date = date
+        self.tools_in = tools_in
+        self._tokenizer_arg = tokenizer
+        self._tokenizer: Llama3Tokenizer | None = (
+            tokenizer if isinstance(tokenizer, Llama3Tokenizer) else None
+        )
+        # Rendered messages by identity (messages are immutable): re-rendering a conversation
+        # that grew by one turn tokenizes only the new turn.
+        self._cache: dict[tuple[Any, ...], tuple[object, _Rendered]] = {}
+        self._last: _LastPrompt | None = None
+        self._state: _State | None = None
+        # id(message) -> (the message, how it was rendered, the rendering)
+        self._messages: dict[
+            int, tuple[Message, tuple[bool, bool, frozenset[str] | None], _Rendered]
+        ] = {}
+        self._fixed: dict[tuple[str, bool], _Rendered] = {}
+
+    # -- the PromptFormat protocol -------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return f"llama{self.version}-{self.profile}"
+
+    @property
+    def tokenizer(self) -> Llama3Tokenizer:
+        """The Llama 3 tokenizer (loaded on first use and shared)."""
+        if self._tokenizer is None:
+            arg = self._tokenizer_arg
+            assert not isinstance(arg, Llama3Tokenizer)
+            self._tokenizer = load_tokenizer(arg)
+        return self._tokenizer
+
+    def render(self, request: ChatRequest | Sequence[Message]) -> Prompt:
+        """The prompt for ``request``: its text and token ids.
+
+        It ends with the assistant header where the model's answer begins, or, when the
+        conversation ends with an assistant message, inside that message (prefill: the model
+        continues it).
+        """
+        parts = self._render(request, tokenize=True)
+        # The previous prompt's parts that this one starts with (the same objects, from the
+        # cache) are copied from the previous prompt in one slice; only new parts are joined.
+        last = self._last
+        k = 0
+        if last is not None:
+            old = last.parts
+            n = min(len(old), len(parts))
+            while k < n and old[k] is parts[k]:
+                k += 1
+        tokens: list[int] = []
+        texts: list[str] = []
+        for part in parts[k:]:
+            tokens.extend(part.tokens)
+            texts.append(part.text)
+        if k and last is not None:
+            token_tuple = last.tokens[: last.token_ends[k - 1]] + tuple(tokens)
+            text = last.text[: last.text_ends[k - 1]] + "".join(texts)
+        else:
+            token_tuple = tuple(tokens)
+            text = "".join(texts)
+        token_ends = last.token_ends[:k] if k and last is not None else []
+        text_ends = last.text_ends[:k] if k and last is not None else []
+        t_end = token_ends[-1] if token_ends else 0
+        x_end = text_ends[-1] if text_ends else 0
+        for part in parts[k:]:
+            t_end += len(part.tokens)
+            x_end += len(part.text)
+            token_ends.append(t_end)
+            text_ends.append(x_end)
+        self._last = _LastPrompt(parts, token_ends, text_ends, token_tuple, text)
+        return Prompt(text, token_tuple)
+
+    def render_text(self, request: ChatRequest | Sequence[Message]) -> str:
+        """The prompt's text alone (for servers that tokenize it themselves)."""
+        return "".join(p.text for p in self._render(request, tokenize=False))
+
+    def _render(
+        self, request: ChatRequest | Sequence[Message], *, tokenize: bool
+    ) -> list[_Rendered]:
+        if not isinstance(request, ChatRequest):
+            request = ChatRequest.coerce(request)
+        messages = request.messages
+        tools = () if request.tool_choice == "none" else request.tools
+        state = self._state
+        grown = (
+            state is not None
+            and len(messages) >= len(state.messages)
+            and state.tokenize == tokenize
+            and state.tool_choice == request.tool_choice
+            and len(tools) == len(state.tools)
+            and all(map(operator.is_, tools, state.tools))
+            and all(map(operator.is_, state.messages, messages))
+        )
+        _check_order(messages, len(state.messages) if grown and state else 0)
+        prefill = messages[-1].role is _ASSISTANT
+        if prefill and messages[-1].tool_calls:
+            raise MessageError(
+                "the conversation ends with an assistant's tool calls; add their results "
+                "(tool messages) before asking the model to go on"
+            )
+        if grown and state is not None:
+            # The conversation grew from the last one rendered: render only the new turns.
+            out = list(state.parts)
+            self._render_messages(
+                out, messages[len(state.messages) :], prefill, tokenize, state.builtins
+            )
+            self._remember(
+                messages, tools, request.tool_choice, tokenize, out, state.builtins, prefill
+            )
+            if not prefill:
+                out.append(self._fixed_part("assistant", tokenize))
+            return out
+        if self.profile == "meta":
+            return self._render_meta(messages, tools, request.tool_choice, prefill, tokenize)
+        return self._render_hf(messages, tools, request.tool_choice, prefill, tokenize)
+
+    def _remember(
+        self,
+        messages: tuple[Message, ...],
+        tools: Sequence[Tool],
+        tool_choice: str | None,
+        tokenize: bool,
+        parts: list[_Rendered],
+        builtins: frozenset[str] | None,
+        prefill: bool,
+    ) -> None:
+        # A conversation that ends with a prefill is not extended: its last message would
+        # be rendered differently (closed) in the next prompt.
+        has_turn = any(m.role is not _SYSTEM for m in messages)
+        self._state = (
+            None
+            if prefill or not has_turn
+            else _State(
+                tuple(messages), tuple(tools), tool_choice, tokenize, tuple(parts), builtins
+            )
+        )
+
+    def render_completion(self, content: str | Sequence[str | Text | Image]) -> Prompt:
+        """A base-model (text completion) prompt: ``<|begin_of_text|>`` and the content,
+        images as ``<|image|>``."""
+        pieces: list[_Piece] = [BEGIN_OF_TEXT]
+        if isinstance(content, str):
+            pieces.append(content)
+        else:
+            for part in content:
+                if isinstance(part, str):
+                    pieces.append(part)
+                elif isinstance(part, Text):
+                    pieces.append(part.text)
+                elif isinstance(part, Image):
+                    pieces.append(IMAGE_TOKEN)
+                else:
+                    raise InputError(
+                        f"completion content parts must be str, Text or Image, got {type(part).__name__}"
+                    )
+        r = self._encode(pieces)
+        return Prompt(r.text, r.tokens)
+
+    def parse(
+        self, raw: str, request: ChatRequest | None = None, *, stop_sequence: str | None = None
+    ) -> ParsedOutput:
+        """Read a whole raw output into its text and tool calls."""
+        parse_output = _toolcalls().parse_output
+        tools = request.tools if request is not None else ()
+        parsed: ParsedOutput = parse_output(raw, tools=tools, stop_sequence=stop_sequence)
+        return parsed
+
+    def stream_parser(self, request: ChatRequest | None = None) -> StreamParser:
+        """A fresh incremental parser for one response."""
+        parser: StreamParser = _toolcalls().ToolCallStreamParser(
+            request.tools if request is not None else ()
+        )
+        return parser
+
+    def __repr__(self) -> str:
+        return (
+            f"Llama3(version={self.version!r}, profile={self.profile!r}, "
+            f"tool_format={self.tool_format!r}, date={self.date!r})"
+        )
+
+    # -- encoding ------------------------------------------------------------------------
+
+    def _encode(self, pieces: Sequence[_Piece], tokenize: bool = True) -> _Rendered:
+        """Text and tokens of ``pieces``.
+
+        meta: each text piece is tokenized on its own, as Meta's ChatFormat does (header role,
+        ``\\n\\n``, content and each tool call separately). hf: the text between two special
+        tokens is tokenized as one, as a tokenizer reading the template's output does.
+        """
+        if not tokenize:
+            return _Rendered(
+                "".join(p if isinstance(p, str) else _SPECIAL_TEXT[p] for p in pieces), ()
+            )
+        encode = self.tokenizer.encode
+        text: list[str] = []
+        tokens: list[int] = []
+        merge = self.profile == "hf"
+        pending: list[str] = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                text.append(piece)
+                if merge:
+                    pending.append(piece)
+                elif piece:
+                    tokens.extend(encode(piece))
+            else:
+                if pending:
+                    tokens.extend(encode("".join(pending)))
+                    pending.clear()
+                text.append(_SPECIAL_TEXT[piece])
+                tokens.append(piece)
+        if pending:
+            tokens.extend(encode("".join(pending)))
+        return _Rendered("".join(text), tuple(tokens))
+
+    def _cached(self, key: tuple[Any, ...], owner: object, build: Any, tokenize: bool) -> _Rendered:
+        key = (*key, tokenize)
+        hit = self._cache.get(key)
+        if hit is not None and _same(hit[0], owner):
+            return hit[1]
+        rendered = self._encode(build(), tokenize)
+        if len(self._cache) >= _CACHE_SIZE:
+            # Drop the oldest half: conversations that moved on.
+            for old in list(self._cache)[: _CACHE_SIZE // 2]:
+                self._cache.pop(old, None)
+        self._cache[key] = (owner, rendered)
+        return rendered
+
+    def _fixed_part(self, name: str, tokenize: bool) -> _Rendered:
+        part = self._fixed.get((name, tokenize))
+        if part is None:
+            pieces = [BEGIN_OF_TEXT] if name == "bos" else self._header(name)
+            part = self._fixed[(name, tokenize)] = self._encode(pieces, tokenize)
+        return part
+
+    @staticmethod
+    def _header(role: str) -> list[_Piece]:
+        return [START_HEADER, role, END_HEADER, "\n\n"]
+
+    def _date_text(self, style: Literal["meta", "hf"]) -> str:
+        date = self.date
+        if isinstance(date, str):
+            return date
+        if date is None:
+            if style == "hf" and self.version != "3.2":
+                # The 3.1 and 3.3 templates' fixed default.
+                return "26 Jul 2024"
+            date = _dt.date.today()
+        return P.meta_date(date) if style == "meta" else P.hf_date(date)
+
+    def _render_messages(
+        self,
+        out: list[_Rendered],
+        messages: Sequence[Message],
+        prefill: bool,
+        tokenize: bool,
+        builtins: frozenset[str] | None,
+    ) -> None:
+        """Append each message's rendering, from the cache where the same message object was
+        rendered the same way before (this loop is what re-rendering a long conversation
+        costs, so it stays lean)."""
+        cache = self._messages
+        last = len(messages) - 1
+        for i, message in enumerate(messages):
+            how = (prefill and i == last, tokenize, builtins)
+            hit = cache.get(id(message))
+            if hit is not None and hit[0] is message and hit[1] == how:
+                out.append(hit[2])
+                continue
+            if builtins is None:
+                pieces = self._meta_message(message, how[0])
+            else:
+                pieces = self._hf_message(message, how[0], builtins)
+            rendered = self._encode(pieces, tokenize)
+            if len(cache) >= _CACHE_SIZE:
+                for old in list(cache)[: _CACHE_SIZE // 2]:
+                    cache.pop(old, None)
+            cache[id(message)] = (message, how, rendered)
+            out.append(rendered)
+
+    # -- meta ----------------------------------------------------------------------------
+
+    def _render_meta(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Tool],
+        tool_choice: str | None,
+        prefill: bool,
+        tokenize: bool,
+    ) -> list[_Rendered]:
+        out = [self._fixed_part("bos", tokenize)]
+        rest = list(messages)
+        system_text: str | None = None
+        system_msg: Message | None = None
+        if rest and rest[0].role is Role.SYSTEM:
+            system_msg = rest.pop(0)
+            system_text = _text_only(system_msg, "a system message")
+        key = (
+            "meta-preamble",
+            system_text,
+            tuple(id(t) for t in tools),
+            tool_choice,
+            self._date_text("meta"),
+        )
+        out.append(
+            self._cached(
+                key,
+                (tuple(tools), system_msg),
+                lambda: self._meta_preamble(system_text, tools, tool_choice),
+                tokenize,
+            )
+        )
+        self._render_messages(out, rest, prefill, tokenize, None)
+        self._remember(tuple(messages), tools, tool_choice, tokenize, out, None, prefill)
+        if not prefill:
+            out.append(self._fixed_part("assistant", tokenize))
+        return out
+
+    def _meta_preamble(
+        self, system_text: str | None, tools: Sequence[Tool], tool_choice: str | None
+    ) -> list[_Piece]:
+        builtins = [t for t in tools if t.builtin]
+        custom = [t for t in tools if not t.builtin]
+        choice = P.tool_choice_prompt(tool_choice if tools else None)
+        pieces: list[_Piece] = []
+        if custom and self.tool_format == "pythonic":
+            # llama-stack's 3.2 system prompt: built-in block, the function list, then the
+            # caller's system text; no date unless one is given.
+            sys = ""
+            if self.date is not None:
+                sys += f"{P.KNOWLEDGE_CUTOFF}\nToday Date: {self._date_text('meta')}\n\n"
+            if builtins:
+                sys += P.meta_builtin_block(tools, environment=True) + "\n"
+            sys += P.meta_pythonic_tools(custom) + "\n"
+            if system_text:
+                sys += system_text
+            if choice:
+                sys += "\n" + choice
+            sys = sys.strip("\n")
+            pieces += [*self._header("system"), sys, END_OF_TURN]
+            return pieces
+        if tools or self.date is not None:
+            # llama-models' recommended system message (the 3.1 pages): tools block, the
+            # knowledge and today dates, the caller's instruction, a closing newline.
+            sys = ""
+            if tools:
+                sys += P.meta_builtin_block(tools, environment=True) + "\n"
+            sys += f"{P.KNOWLEDGE_CUTOFF}\nToday Date: {self._date_text('meta')}"
+            if custom and self.tools_in == "system":
+                sys += "\n\n" + self._meta_custom_tools(custom)
+            if system_text:
+                sys += "\n\n" + system_text
+            if choice:
+                sys += "\n\n" + choice
+            sys += "\n"
+            pieces += [*self._header("system"), sys, END_OF_TURN]
+            if custom and self.tools_in == "user":
+                pieces += [*self._header("user"), self._meta_custom_tools(custom), END_OF_TURN]
+            return pieces
+        if system_text is not None:
+            pieces += [*self._header("system"), system_text, END_OF_TURN]
+        return pieces
+
+    def _meta_custom_tools(self, custom: Sequence[Tool]) -> str:
+        if self.tool_format == "function_tag":
+            return P.meta_function_tag_tools(custom)
+        if self.tool_format == "pythonic":
+            return P.meta_pythonic_tools(custom)
+        return P.meta_json_tools(custom)
+
+    def _meta_message(self, message: Message, continuing: bool) -> list[_Piece]:
+        role = "ipython" if message.role is Role.TOOL else message.role.value
+        pieces: list[_Piece] = self._header(role)
+        calls = message.tool_calls
+        builtin_first = bool(calls) and calls[0].name in P.BUILTIN_NAMES
+        # Meta's pages put <|python_tag|> before built-in calls (ChatFormat 0.3.0 keeps it
+        # only for code_interpreter) and before 3.2's pythonic lists.
+        if builtin_first or (calls and self.tool_format == "pythonic" and self.version != "3.1"):
+            pieces.append(PYTHON_TAG)
+        pieces += _content_pieces(message)
+        if calls:
+            if self.tool_format == "pythonic" and not builtin_first:
+                # One list for all the calls of a turn, as the models write them.
+                custom = [c for c in calls if c.name not in P.BUILTIN_NAMES]
+                pieces.append("[" + ", ".join(P.pythonic_call(c) for c in custom) + "]")
+                pieces += [P.builtin_call(c) for c in calls if c.name in P.BUILTIN_NAMES]
+            else:
+                for call in calls:
+                    pieces.append(self._meta_call(call))
+        if continuing:
+            return pieces
+        eom = any(c.name in P.BUILTIN_NAMES for c in calls)
+        pieces.append(END_OF_MESSAGE if eom else END_OF_TURN)
+        return pieces
+
+    def _meta_call(self, call: ToolCall) -> str:
+        if call.name in P.BUILTIN_NAMES:
+            return P.builtin_call(call)
+        if self.tool_format == "function_tag":
+            return P.function_tag_call(call)
+        if self.tool_format == "pythonic":
+            return "[" + P.pythonic_call(call) + "]"
+        return P.meta_json_call(call)
+
+    # -- hf ------------------------------------------------------------------------------
+
+    def _render_hf(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Tool],
+        tool_choice: str | None,
+        prefill: bool,
+        tokenize: bool,
+    ) -> list[_Rendered]:
+        rest = list(messages)
+        system_msg = rest.pop(0) if rest and rest[0].role is Role.SYSTEM else None
+        # The 3.1/3.3 templates know built-in tools by name; 3.2's lists them as functions.
+        builtin_aware = self.version != "3.2"
+        builtins = [t.name for t in tools if t.builtin] if builtin_aware else []
+        custom = [t for t in tools if not (builtin_aware and t.builtin)]
+        first_msg: Message | None = None
+        if custom and self.tools_in == "user":
+            if not rest:
+                raise MessageError(
+                    "the Hugging Face templates put the tools into the first user message, "
+                    "and this conversation has none"
+                )
+            first_msg = rest.pop(0)
+        key = (
+            "hf-preamble",
+            id(system_msg),
+            id(first_msg),
+            tuple(id(t) for t in tools),
+            tool_choice,
+        )
+        out = [
+            self._cached(
+                key,
+                (system_msg, first_msg, tuple(tools)),
+                lambda: self._hf_preamble(
+                    system_msg, first_msg, tools, builtins, custom, tool_choice
+                ),
+                tokenize,
+            )
+        ]
+        builtin_set = frozenset(builtins)
+        self._render_messages(out, rest, prefill, tokenize, builtin_set)
+        self._remember(tuple(messages), tools, tool_choice, tokenize, out, builtin_set, prefill)
+        if not prefill:
+            out.append(self._fixed_part("assistant", tokenize))
+        return out
+
+    def _hf_preamble(
+        self,
+        system_msg: Message | None,
+        first_msg: Message | None,
+        tools: Sequence[Tool],
+        builtins: Sequence[str],
+        custom: Sequence[Tool],
+        tool_choice: str | None,
+    ) -> list[_Piece]:
+        system_text = (
+            "" if system_msg is None else _text_only(system_msg, "a system message").strip()
+        )
+        sys = ""
+        if builtins or custom:
+            sys += "Environment: ipython\n"
+        if builtins:
+            sys += "Tools: " + ", ".join(n for n in builtins if n != "code_interpreter") + "\n\n"
+        sys += f"{P.KNOWLEDGE_CUTOFF}\nToday Date: {self._date_text('hf')}\n\n"
+        if custom and self.tools_in == "system":
+            sys += (
+                "You have access to the following functions. To call a function, please "
+                "respond with JSON for a function call." + P.HF_TOOLS_INSTRUCTION
+            )
+            sys += P.hf_tools_text(custom)
+        sys += system_text
+        choice = P.tool_choice_prompt(tool_choice if tools else None)
+        if choice:
+            sys += ("\n\n" if system_text else "") + choice
+        pieces: list[_Piece] = [BEGIN_OF_TEXT, *self._header("system"), sys, END_OF_TURN]
+        if first_msg is not None:
+            text = (
+                "Given the following functions, please respond with a JSON for a function call "
+                "with its proper arguments that best answers the given prompt.\n\n"
+                + P.HF_TOOLS_INSTRUCTION
+                + P.hf_tools_text(custom)
+                + _text_only(first_msg, "the first user message").strip()
+            )
+            pieces += [*self._header("user"), text, END_OF_TURN]
+        return pieces
+
+    def _hf_message(
+        self, message: Message, continuing: bool, builtins: frozenset[str]
+    ) -> list[_Piece]:
+        if message.role is Role.TOOL:
+            body: list[_Piece] = [P.hf_tool_content(_text_only(message, "a tool result"))]
+            pieces = [*self._header("ipython"), *body]
+        elif message.tool_calls:
+            pieces = self._header("assistant")
+            # The templates drop an assistant's text beside its calls; chatlane keeps it.
+            if message.text.strip():
+                pieces.append(message.text.strip())
+            rendered: list[str] = []
+            tagged = False
+            for call in message.tool_calls:
+                if call.name in builtins:
+                    tagged = tagged or not rendered
+                    rendered.append(P.hf_builtin_call(call))
+                else:
+                    rendered.append(P.hf_json_call(call))
+            if tagged:
+                pieces.append(PYTHON_TAG)
+            # The templates accept one call per turn; several are joined with "; ", the
+            # separator the Llama JSON tool parsers (vLLM's llama3_json) split on.
+            pieces.append("; ".join(rendered))
+            if continuing:
+                return pieces
+            pieces.append(END_OF_MESSAGE if builtins else END_OF_TURN)
+            return pieces
+        else:
+            if message.images:
+                raise InputError(
+                    "the Hugging Face Llama 3.x text templates cannot render images; "
+                    "use profile='meta' (which writes <|image|>)"
+                )
+            pieces = [*self._header(message.role.value), message.text.strip()]
+        if continuing:
+            return pieces
+        pieces.append(END_OF_TURN)
+        return pieces
+
+
+def _toolcalls() -> Any:
+    # The parser lives in formats/toolcalls.py; imported on use, as it is only needed there.
+    import importlib
+
+    return importlib.import_module("chatlane.formats.toolcalls")
+
+
+def _content_pieces(message: Message) -> list[_Piece]:
+    if isinstance(message.content, str):
+        return [message.content] if message.content else []
+    pieces: list[_Piece] = []
+    for part in message.content:
+        if isinstance(part, Text):
+            pieces.append(part.text)
+        else:
+            if message.role is not Role.USER:
+                raise MessageError(
+                    f"only user messages can hold images in a Llama 3.2 prompt, not {message.role.value}"
+                )
+            pieces.append(IMAGE_TOKEN)
+    return pieces
+
+
+def _text_only(message: Message, what: str) -> str:
+    if message.images:
+        raise MessageError(f"{what} cannot hold images in a Llama 3 prompt")
+    return message.text
+
+
+# Enum members as module constants: attribute access on an enum class is slow in 3.11, and
+# these checks run for every message of every render.
+_SYSTEM = Role.SYSTEM
+_TOOL = Role.TOOL
+_ASSISTANT = Role.ASSISTANT
+
+
+def _check_order(messages: Sequence[Message], start: int = 0) -> None:
+    """Raise `MessageError` for a conversation no Llama prompt can express (checking from
+    ``start``: the messages before it were checked in an earlier render)."""
+    if not messages:
+        raise MessageError("a Llama 3 prompt needs at least one message")
+    previous: Message | None = messages[start - 1] if start else None
+    for i in range(start, len(messages)):
+        message = messages[i]
+        role = message.role
+        if role is _SYSTEM and i != 0:
+            raise MessageError(
+                f"messages[{i}] is a system message; Llama 3 takes one system message, first"
+            )
+        if role is _TOOL and (
+            previous is None
+            or not (previous.role is _TOOL or (previous.role is _ASSISTANT and previous.tool_calls))
+        ):
+            raise MessageError(
+                f"messages[{i}] is a tool result that follows no assistant tool call"
+            )
+        previous = message
