@@ -256,9 +256,9 @@ class CompletionChat(Backend):
             _SERVER_ADDS_BOS[self.dialect] if server_adds_bos is None else server_adds_bos
         )
         if format is None:
-            import importlib
+            from chatlane.formats.llama3 import Llama3
 
-            format = importlib.import_module("chatlane.formats.llama3").Llama3()
+            format = Llama3()
         else:
             from chatlane.formats.base import PromptFormat
 
