@@ -14,6 +14,13 @@ rendered ids reach the model exactly and user text can never become a control to
 text, the server tokenizes it and reads special-token text as control tokens; that is what the
 structure needs, but a user who typed ``<|eot_id|>`` would inject one. chatlane checks: text that
 the server would misread is never sent as text (``auto`` sends token ids then, ``text`` raises).
+Servers that tokenize a text prompt add the begin-of-text token themselves, so it is left out
+of the text for them (``server_adds_bos``).
+
+Structured output: llama.cpp's ``/completion`` constrains the output to the
+``response_format`` schema (its ``json_schema`` field); the other endpoints have no portable
+way to, so there the format's prompt asks for it and `ChatResponse.parsed` validates it.
+``tool_choice`` is expressed in the rendered prompt, as the format defines it.
 """
 
 from __future__ import annotations
