@@ -4,7 +4,8 @@
    `ToolCallStreamParser`, against re-parsing the whole text so far on every token (what a
    parser without incremental state must do to stream). The re-parse column is measured on
    200 evenly spaced prefixes and scaled to every token, because running it in full takes
-   minutes. The 5k / 20k column shows the stream's cost grows with the length, not its square.
+   minutes. The last columns compare the cost of the last 1,000 feeds with the first 1,000:
+   about 1 for a parser whose cost per token does not grow with the text before it.
 2. Whole outputs: `parse_output` against pharia-skill 0.20.0's
    `AssistantMessage.from_raw_response`, with whether each read the output right.
 """
@@ -38,7 +39,9 @@ def _outputs(size: int) -> dict[str, str]:
     code_unit = "for i in range(10):\n    print({'i': i, 'sq': [i * i]})\n"
     code = "<|python_tag|>" + (code_unit * (size // len(code_unit) + 1))[: size - 14]
     code = code[: code.rindex("\n") + 1]
-    return {"prose": prose, "JSON call": call, "code": code}
+    spaces_unit = '<function=get_weather>{"city": "Oslo"}</function>' + " " * 400 + "ok\n" * 2
+    spaces = (spaces_unit * (size // len(spaces_unit) + 1))[:size]
+    return {"prose": prose, "JSON call": call, "code": code, "whitespace": spaces}
 
 
 def _tokens(text: str, width: int = 4) -> list[str]:
@@ -81,6 +84,22 @@ def _late_over_early(tokens: list[str], block: int = 1000, repeat: int = 7) -> f
     return late / early
 
 
+def _reparse_late_over_early(tokens: list[str], block: int = 1000, samples: int = 20) -> float:
+    """The same ratio for re-parsing the whole text so far on each token (sampled)."""
+    step = block // samples
+    prefix = [0]
+    for token in tokens:
+        prefix.append(prefix[-1] + len(token))
+    text = "".join(tokens)
+    early_ends = [prefix[i + 1] for i in range(0, block, step)]
+    late_ends = [prefix[i + 1] for i in range(len(tokens) - block, len(tokens), step)]
+
+    def run(ends: list[int]) -> float:
+        return _best(lambda: [parse_output(text[:end], tools=TOOLS) for end in ends])
+
+    return run(late_ends) / run(early_ends)
+
+
 def _reparse_estimate(tokens: list[str], samples: int = 200) -> float:
     prefixes: list[str] = []
     text = ""
@@ -96,28 +115,23 @@ def _reparse_estimate(tokens: list[str], samples: int = 200) -> float:
 
 
 def linear_table() -> None:
-    big = _outputs(20_000)
-    small = _outputs(5_000)
     print("Streaming a 20,000-character output, 4 characters a token (5,000 feeds)")
     header = (
         f"{'output':<10} {'stream':>9} {'re-parse each token':>20} {'ratio':>7}"
-        f" {'last/first 1000 feeds':>22} {'5k->20k: stream':>16} {'re-parse':>9}"
+        f"   {'last/first 1000 feeds: stream':>29} {'re-parse':>9}"
     )
     print(header)
     print("-" * len(header))
-    for name, text in big.items():
-        tokens, small_tokens = _tokens(text), _tokens(small[name])
+    for name, text in _outputs(20_000).items():
+        tokens = _tokens(text)
         stream = _best(lambda tokens=tokens: _stream(tokens), 5)  # type: ignore[misc]
-        stream_small = _best(lambda t=small_tokens: _stream(t), 5)  # type: ignore[misc]
         reparse = _reparse_estimate(tokens)
-        reparse_small = _reparse_estimate(small_tokens)
         print(
             f"{name:<10} {stream * 1e3:>7.1f}ms {reparse * 1e3:>17.0f}ms~ {reparse / stream:>6.0f}x"
-            f" {_late_over_early(tokens):>21.2f}x {stream / stream_small:>15.1f}x"
-            f" {reparse / reparse_small:>8.1f}x"
+            f"   {_late_over_early(tokens):>28.2f}x {_reparse_late_over_early(tokens):>8.1f}x"
         )
-    print("(~ estimated from 200 prefixes. Linear: a late feed costs what an early one does (1x),")
-    print(" and 4x the text costs 4x; re-parsing costs 16x. Timings on 2 shared cores are noisy.)")
+    print("(~ estimated from 200 prefixes. Linear: a late feed costs what an early one does, 1x;")
+    print(" re-parsing pays for all the text before it. 2 shared cores: noisy.)")
 
 
 def _pharia() -> tuple[Callable[[str], Any], list[Any]]:
@@ -206,6 +220,10 @@ def _per_call(fn: Callable[[], Any], number: int = 2000) -> float:
     return _best(lambda: [fn() for _ in range(number)]) / number
 
 
+def _ratio(theirs: float, ours: float) -> str:
+    return "-" if theirs != theirs else f"{theirs / ours:.2f}x"  # NaN: pharia raised
+
+
 def pharia_table() -> None:
     pharia, _ = _pharia()
     print("Whole outputs: chatlane parse_output vs pharia-skill 0.20.0 from_raw_response")
@@ -227,7 +245,7 @@ def pharia_table() -> None:
             verdict, timing, theirs = f"raises {type(e).__name__}", f"{'-':>9}", float("nan")
         ours = _per_call(lambda raw=raw: parse_output(raw, tools=TOOLS))  # type: ignore[misc]
         print(
-            f"{name:<14} {ours * 1e6:>7.1f}us {timing} {theirs / ours:>6.2f}x  "
+            f"{name:<14} {ours * 1e6:>7.1f}us {timing} {_ratio(theirs, ours):>7}  "
             f"{'right' if ours_ok else 'WRONG':<9} {verdict}"
         )
     print("(ratio = pharia time / chatlane time: above 1 means chatlane is faster)")

@@ -481,3 +481,34 @@ def test_a_call_right_after_a_false_start_is_still_found(before: str, call: str)
     out = parse(before + call)
     assert calls(out) == [("get_weather", {"city": "Paris"})]
     assert out.content == before.strip()
+
+
+def test_builtin_call_without_python_tag_as_llama_models_writes_it() -> None:
+    out = parse('brave_search.call(query="Menlo Park weather")<|eom_id|>')
+    assert calls(out) == [("brave_search", {"query": "Menlo Park weather"})]
+    assert out.stop_sequence == "<|eom_id|>"
+    # Only at the start or right after a call: in prose it is text.
+    text = 'To search, the model writes brave_search.call(query="x").'
+    assert parse(text).content == text
+    assert parse(text).tool_calls == ()
+
+
+def test_calls_written_back_to_back_without_separator() -> None:
+    # llama-models' ChatFormat joins several calls with nothing in between.
+    raw = (
+        'brave_search.call(query="a"){"type": "function", "name": "get_weather", '
+        '"parameters": {"city": "Paris"}}[get-time(tz="UTC")]<function=get_weather>{}</function>'
+    )
+    assert calls(parse(raw)) == [
+        ("brave_search", {"query": "a"}),
+        ("get_weather", {"city": "Paris"}),
+        ("get-time", {"tz": "UTC"}),
+        ("get_weather", {}),
+    ]
+
+
+def test_first_word_that_is_not_a_builtin_call_is_text() -> None:
+    for text in ("Hello", "Hello world.", "e.g. this", "x.call", "x.call is a method", "print(1)"):
+        out = parse(text)
+        assert out.content == text
+        assert out.tool_calls == ()

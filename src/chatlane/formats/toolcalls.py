@@ -13,13 +13,16 @@ What it reads (everything the Llama 3.1 / 3.2 / 3.3 models were seen to emit):
   ``"type": "function"``, wrapped in ``{"function": {...}}``, a JSON list of them, inside a
   markdown code fence, several separated by ``;``, ``,`` or newlines, with prose around them;
 - pythonic lists ``[f(a=1, b="x, y"), g()]`` (Llama 3.2 / 3.3);
-- ``<function=name>{...}</function>`` (Llama 3.1's custom-tool format).
+- ``<function=name>{...}</function>`` (Llama 3.1's custom-tool format);
+- a built-in call without ``<|python_tag|>`` at the start of the output or right after a
+  call, as llama-models' ``ChatFormat`` writes it (inside prose, ``obj.call(`` is text).
 
 Plain text is released as soon as it can no longer start a call: only a possible call
-prefix (``<|python_tag|>``, ``{``, ``[``, ``<function=``, a code fence) is held back, until
-it either becomes a call or proves to be text. A call is reported (``ToolCallStarted``,
-``ToolCallDelta``, ``ToolCallDone`` together) once its text is complete: a call cut off by
-the token limit must never turn into a made-up call, and an event cannot be taken back.
+prefix (``<|python_tag|>``, ``{``, ``[``, ``<function=``, a code fence, and a first word
+that may become ``brave_search.call(``) is held back, until it either becomes a call or
+proves to be text. A call is reported (``ToolCallStarted``, ``ToolCallDelta``,
+``ToolCallDone`` together) once its text is complete: a call cut off by the token limit
+must never turn into a made-up call, and an event cannot be taken back.
 
 Whitespace: the content has no leading or trailing whitespace, and the separators right
 after a call (whitespace, ``;``, ``,``) are dropped; the whitespace before a call is kept
@@ -41,7 +44,7 @@ import re
 import secrets
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from chatlane.errors import InputError
 from chatlane.events import (
@@ -154,9 +157,12 @@ class ToolCallStreamParser:
         self._recent = ""  # the last few characters of a body or code, to spot a stop token
         self._tag_fresh = False  # right after <|python_tag|>, before any call
         self._in_tag = False  # after <|python_tag|>, while only calls followed
+        # At the start and right after a call, a bare ``brave_search.call(...)`` is a call
+        # (llama-models' ChatFormat writes built-in calls without <|python_tag|>).
+        self._bare_ok = True
         self._after_call = False
         self._started_content = False
-        self._pending_ws = ""
+        self._pending_ws: list[str] = []  # whitespace that is out only if text follows
         self._text: list[str] = []
         self._calls: list[ToolCall] = []
         self._unknown: list[str] = []
@@ -269,7 +275,7 @@ class ToolCallStreamParser:
             if self._tag_fresh and not _is_call_start(s[i]):
                 self._start_code(s[i])
                 return i + 1
-        pattern = _TRIGGER_IN_TAG if self._in_tag else _TRIGGER
+        pattern = _TRIGGER_IN_TAG if self._bare_ok else _TRIGGER
         m = pattern.search(s, i)
         if m is None:
             self._emit_text(s[i:], events)
@@ -286,7 +292,7 @@ class ToolCallStreamParser:
                 if s.startswith(token, j):
                     self._special_token(token, events)
                     return j + len(token)
-        fast = _fast_head(s, j, self._in_tag)
+        fast = _fast_head(s, j, self._bare())
         if fast is not None:
             end, verdict = fast
             self._start_body(s[j:end], verdict)
@@ -298,18 +304,23 @@ class ToolCallStreamParser:
     def _step_head(self, char: str, events: list[ChatEvent]) -> str:
         """Take one more character of a possible call prefix; return text to read again."""
         head = self._head + char
-        verdict = _classify_head(head, self._in_tag)
+        verdict = _classify_head(head, self._bare())
         if verdict is None:
             if len(head) > _MAX_HEAD:
                 verdict = False
             else:
                 self._head = head
                 return ""
-        if verdict is False or verdict is True:
+        if verdict is False:
             if self._tag_fresh:
                 self._start_code(head)
                 return ""
             self._mode = _Mode.TEXT
+            if head[0] not in "{[<`" and len(head) > 1:
+                # A word that is not a built-in call: out whole (once text is out, nothing
+                # inside a word can start a call); only its last character is read again.
+                self._emit_text(head[:-1], events)
+                return head[-1]
             self._emit_text(head[0], events)
             return head[1:]
         if isinstance(verdict, str):
@@ -335,9 +346,14 @@ class ToolCallStreamParser:
         self._recent = ""
         self._scan(head, start, len(head))
 
+    def _bare(self) -> str:
+        if self._in_tag:
+            return "any"
+        return "builtin" if self._bare_ok else ""
+
     def _special_token(self, token: str, events: list[ChatEvent]) -> None:
         if token == PYTHON_TAG:
-            self._tag_fresh = self._in_tag = True
+            self._tag_fresh = self._in_tag = self._bare_ok = True
         else:
             self._stop_seen = token
             self._resolve_end(False, events)
@@ -440,7 +456,7 @@ class ToolCallStreamParser:
         tail = self._tail + char
         marker = _FENCE if self._fenced else _FUNCTION_CLOSE
         stripped = tail.lstrip()
-        if marker.startswith(stripped):
+        if marker.startswith(stripped) and len(tail) <= _MAX_HEAD:
             if stripped == marker:
                 self._finish_tail(events)
                 return ""
@@ -611,13 +627,15 @@ class ToolCallStreamParser:
                 return
         core = text.rstrip()
         if not core:
-            self._pending_ws += text
+            self._pending_ws.append(text)
             return
-        out = self._pending_ws + core
-        self._pending_ws = text[len(core) :]
+        out = "".join(self._pending_ws) + core if self._pending_ws else core
+        tail = text[len(core) :]
+        self._pending_ws = [tail] if tail else []
         self._started_content = True
         self._in_tag = False
         self._tag_fresh = False
+        self._bare_ok = False
         self._text.append(out)
         events.append(TextDelta(out))
 
@@ -631,13 +649,14 @@ class ToolCallStreamParser:
             events.append(ToolCallDelta(index, call.raw_arguments))
             events.append(ToolCallDone(index, call))
         self._after_call = True
+        self._bare_ok = True
         self._tag_fresh = False
         self._held = []
 
 
 # -- heads: is this still the start of a call? ---------------------------------------------
 
-_HeadVerdict = None | bool | str | tuple[_Kind, int, bool, str]
+_HeadVerdict = None | Literal[False] | str | tuple[_Kind, int, bool, str]
 """None: maybe (read on); False: not a call; a str: a special token; a tuple: a call has
 certainly begun (its kind, where its bracketed body starts, fenced, the <function=> name)."""
 
@@ -652,25 +671,34 @@ _FAST_HEADS: tuple[tuple[re.Pattern[str], _Kind, bool], ...] = (
 )
 
 
-def _fast_head(s: str, j: int, in_tag: bool) -> tuple[int, tuple[_Kind, int, bool, str]] | None:
+def _fast_head(s: str, j: int, bare: str) -> tuple[int, tuple[_Kind, int, bool, str]] | None:
     """The common call openings, whole in ``s`` at ``j``: the same verdict `_classify_head`
     reaches character by character, in one step (the bench's whole-output rows)."""
     for pattern, kind, needs_tag in _FAST_HEADS:
-        if needs_tag and not in_tag:
+        if needs_tag and not bare:
             continue
         m = pattern.match(s, j)
         if m is not None and m.end() - j <= _MAX_HEAD:
+            if needs_tag and bare == "builtin" and not _is_builtin_call_head(m.group()):
+                return None
             if kind is _Kind.FUNCTION:
                 return m.end(), (kind, m.end() - 1 - j, False, m.group(1))
             return m.end(), (kind, 0, False, "")
     return None
 
 
+def _is_builtin_call_head(text: str) -> bool:
+    name = text.rstrip("(").rstrip()
+    return _builtin_name(name) is not None
+
+
 def _is_call_start(char: str) -> bool:
     return char in "{[<`" or _NAME_START.match(char) is not None
 
 
-def _classify_head(head: str, in_tag: bool) -> _HeadVerdict:
+def _classify_head(head: str, bare: str) -> _HeadVerdict:
+    """Where ``head`` stands; ``bare`` says which bare ``f(...)`` calls may start here:
+    ``"any"`` (after <|python_tag|>), ``"builtin"`` (``x.call(...)`` only) or ``""``."""
     first = head[0]
     if first == "{":
         return _object_head(head, 0, _Kind.JSON)
@@ -680,8 +708,8 @@ def _classify_head(head: str, in_tag: bool) -> _HeadVerdict:
         return _angle_head(head)
     if first == "`":
         return _fence_head(head)
-    if in_tag:
-        return _bare_head(head)
+    if bare:
+        return _bare_head(head, builtin_only=bare == "builtin")
     return False
 
 
@@ -726,9 +754,13 @@ def _list_head(head: str, start: int, fenced: bool = False) -> _HeadVerdict:
     return False
 
 
-def _bare_head(head: str) -> _HeadVerdict:
+def _bare_head(head: str, builtin_only: bool) -> _HeadVerdict:
     m = _NAME.match(head)
     if m is None:
+        return False
+    if m.end() == len(head):
+        return None
+    if builtin_only and _builtin_name(m.group()) is None:
         return False
     j = _skip_ws(head, m.end())
     if j == len(head):
