@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from chatlane.errors import InputError, ParseError, ServerError
+from chatlane.errors import BadRequest, InputError, ParseError, RateLimited, ServerError
 from chatlane.messages import user
 from chatlane.request import ChatRequest
 from chatlane.response import FinishReason, Usage
@@ -389,3 +389,11 @@ def test_an_error_object_in_a_stream_is_a_server_error_with_the_body() -> None:
         decode_chunk(chunk, "llama.cpp")
     assert info.value.status_code == 500
     assert json.loads(info.value.body) == chunk
+
+
+def test_an_error_code_in_the_body_picks_the_error_class() -> None:
+    with pytest.raises(RateLimited, match="slow down"):
+        decode_chunk({"error": {"message": "slow down", "code": "429"}}, "openai")
+    with pytest.raises(BadRequest, match="prompt too long") as info:
+        decode_response({"error": {"message": "prompt too long", "code": 400}}, "aleph-alpha")
+    assert info.value.status_code == 400

@@ -22,7 +22,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias, get_args
 
-from chatlane.errors import InputError, ParseError, ServerError
+from chatlane.errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequest,
+    InputError,
+    NotFound,
+    ParseError,
+    RateLimited,
+    ServerError,
+)
 from chatlane.request import ChatRequest
 from chatlane.response import FinishReason, Usage
 
@@ -227,7 +236,7 @@ def decode_response(body: Any, dialect: CompletionDialect) -> list[CompletionPie
 
     Raises:
         ParseError: the body is not the dialect's response shape (the body is kept).
-        ServerError: the body is an error object.
+        APIStatusError: the body is an error object (`ServerError` unless its code says).
     """
     body = _expect_object(body, "response")
     if dialect == "openai":
@@ -244,7 +253,8 @@ def decode_chunk(chunk: Any, dialect: CompletionDialect) -> list[CompletionPiece
 
     Raises:
         ParseError: the chunk is not the dialect's chunk shape (the chunk is kept).
-        ServerError: the server sent an error object in the stream.
+        APIStatusError: the server sent an error object in the stream (`ServerError` unless
+            its code says otherwise).
     """
     chunk = _expect_object(chunk, "stream chunk")
     if dialect == "openai":
@@ -265,14 +275,29 @@ def _expect_object(value: Any, what: str) -> Mapping[str, Any]:
     return value
 
 
-def _server_error(body: Mapping[str, Any]) -> ServerError:
+def _server_error(body: Mapping[str, Any]) -> APIStatusError:
+    """The error a server reported inside a body it sent with status 200 (llama.cpp and vLLM do
+    that mid-stream); its ``code``, when an HTTP status, picks the class."""
     import json
 
     error = body.get("error")
     message = error.get("message") if isinstance(error, Mapping) else error
     code = error.get("code") if isinstance(error, Mapping) else None
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
     status = code if isinstance(code, int) and 400 <= code < 600 else 500
-    return ServerError(
+    cls: type[APIStatusError] = ServerError
+    if status in (400, 422):
+        cls = BadRequest
+    elif status in (401, 403):
+        cls = AuthenticationError
+    elif status == 404:
+        cls = NotFound
+    elif status == 429:
+        cls = RateLimited
+    elif status < 500:
+        cls = APIStatusError
+    return cls(
         f"the server reported an error: {message}",
         status_code=status,
         body=json.dumps(body, ensure_ascii=False, default=str),
