@@ -15,6 +15,7 @@ tool call and its result. Each row is the best of several timed batches.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -80,25 +81,23 @@ def _conversation() -> list[Message]:
     return messages
 
 
-_MAX_CALLS = 6000
-
-
-def _best(fn: Callable[[], Any], *, budget: float = 1.5, limited: bool = False) -> float:
-    """Seconds per call: the best mean of a few batches within the time budget (and within
-    _MAX_CALLS calls in all, for functions that consume prepared inputs)."""
-    fn()
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-7)
-    per_batch = max(1, int(budget / 5 / once))
-    if limited:
-        per_batch = min(per_batch, (_MAX_CALLS - 2) // 5)
-    best = float("inf")
-    for _ in range(5):
+def _compare(fns: dict[str, Callable[[], Any]], *, budget: float = 6.0) -> dict[str, float]:
+    """Seconds per call of each function: the best batch mean, over rounds that run every
+    function in turn (so that a busy machine slows them all alike)."""
+    sizes = {}
+    for name, fn in fns.items():
+        fn()
         start = time.perf_counter()
-        for _ in range(per_batch):
-            fn()
-        best = min(best, (time.perf_counter() - start) / per_batch)
+        fn()
+        once = max(time.perf_counter() - start, 1e-7)
+        sizes[name] = max(1, int(budget / len(fns) / 8 / once))
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(8):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(sizes[name]):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / sizes[name])
     return best
 
 
@@ -222,26 +221,35 @@ def main() -> None:
 
     rows: list[tuple[str, str, float, float]] = []
 
-    meta_time = _best(lambda: chat_format.encode_dialog_prompt(dialog))
-    cold = _best(lambda: Llama3(date="21 September 2024", tokenizer=tokenizer).render(request))
-    warm = _best(lambda: meta_fmt.render(request))
-    rows.append(("render + tokenize", "llama-models ChatFormat", meta_time, meta_time))
-    rows.append(("render + tokenize", "chatlane meta, cold", cold, meta_time))
-    rows.append(("render + tokenize", "chatlane meta, warm", warm, meta_time))
+    t = _compare(
+        {
+            "meta": lambda: chat_format.encode_dialog_prompt(dialog),
+            "cold": lambda: Llama3(date="21 September 2024", tokenizer=tokenizer).render(request),
+            "warm": lambda: meta_fmt.render(request),
+        }
+    )
+    rows.append(("render + tokenize", "llama-models ChatFormat", t["meta"], t["meta"]))
+    rows.append(("render + tokenize", "chatlane meta, cold", t["cold"], t["meta"]))
+    rows.append(("render + tokenize", "chatlane meta, warm", t["warm"], t["meta"]))
 
-    # Requests are built before timing: each timed call renders a turn never seen before.
+    # One more turn: the conversation has just been rendered, then one user turn more is.
+    # Timed call by call (the median), with every request built before its timing.
     answered = (*messages, assistant("ok"))
-    grown_requests = iter(
-        [
-            ChatRequest((*answered, user(f"One more question, number {i}?")), tools=tools)
-            for i in range(_MAX_CALLS)
-        ]
-    )
-    alone_requests = iter(
-        [ChatRequest((user(f"One more question, number {i}?"),)) for i in range(_MAX_CALLS)]
-    )
-    alone = _best(lambda: Llama3(tokenizer=tokenizer).render(next(alone_requests)), limited=True)
-    grown = _best(lambda: meta_fmt.render(next(grown_requests)), limited=True)
+    alone_times = []
+    grown_times = []
+    for i in range(2000):
+        extra = user(f"One more question, number {i}?")
+        alone_request = ChatRequest((extra,))
+        start = time.perf_counter()
+        Llama3(tokenizer=tokenizer).render(alone_request)
+        alone_times.append(time.perf_counter() - start)
+        meta_fmt.render(request)
+        grown_request = ChatRequest((*answered, extra), tools=tools)
+        start = time.perf_counter()
+        meta_fmt.render(grown_request)
+        grown_times.append(time.perf_counter() - start)
+    alone = statistics.median(alone_times)
+    grown = statistics.median(grown_times)
     rows.append(("one more turn", "the new turn rendered alone", alone, alone))
     rows.append(("one more turn", "chatlane, the grown conversation", grown, alone))
 
@@ -255,35 +263,28 @@ def main() -> None:
         bos_token="<|begin_of_text|>",
         add_generation_prompt=True,
     )
-    jinja_time = _best(
-        lambda: template.render(
-            messages=hf_messages,
-            tools=hf_tools,
-            bos_token="<|begin_of_text|>",
-            add_generation_prompt=True,
-        )
-    )
-    rows.append(("render only (text)", "jinja2 HF template, precompiled", jinja_time, jinja_time))
-    rows.append(
-        (
-            "render only (text)",
-            "chatlane hf, cold",
-            _best(lambda: Llama3(profile="hf", tokenizer=tokenizer).render_text(request)),
-            jinja_time,
-        )
-    )
-    rows.append(
-        (
-            "render only (text)",
-            "chatlane hf, warm",
-            _best(lambda: hf_fmt.render_text(request)),
-            jinja_time,
-        )
-    )
     pharia = _pharia_request(request)
-    rows.append(
-        ("render only (text)", "pharia-skill ChatRequest.render", _best(pharia.render), jinja_time)
+    t = _compare(
+        {
+            "jinja": lambda: template.render(
+                messages=hf_messages,
+                tools=hf_tools,
+                bos_token="<|begin_of_text|>",
+                add_generation_prompt=True,
+            ),
+            "cold": lambda: Llama3(profile="hf", tokenizer=tokenizer).render_text(request),
+            "warm": lambda: hf_fmt.render_text(request),
+            "pharia": pharia.render,
+        }
     )
+    text_rows = [
+        ("jinja", "jinja2 HF template, precompiled"),
+        ("cold", "chatlane hf, cold"),
+        ("warm", "chatlane hf, warm"),
+        ("pharia", "pharia-skill ChatRequest.render"),
+    ]
+    for key, name in text_rows:
+        rows.append(("render only (text)", name, t[key], t["jinja"]))
 
     print(f"20 turns, 5 JSON tools, 5 tool calls; {len(prompt.tokens)} tokens")
     print(f"{'task':<20} {'implementation':<34} {'time':>10} {'speed-up':>9}")

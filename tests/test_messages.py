@@ -266,3 +266,19 @@ def test_tool_call_name_must_be_text() -> None:
 def test_message_text_fields_must_be_text(field: str) -> None:
     with pytest.raises(MessageError, match=f"a message's {field} must be a str, got int"):
         Message(Role.ASSISTANT, "x", **{field: 1})  # type: ignore[arg-type]
+
+
+def test_every_public_type_is_a_frozen_slotted_dataclass() -> None:
+    import importlib
+
+    checked = 0
+    for module_name in ("messages", "tools", "request", "response", "events"):
+        module = importlib.import_module(f"chatlane.{module_name}")
+        for name in module.__all__:
+            value = getattr(module, name)
+            if isinstance(value, type) and dataclasses.is_dataclass(value):
+                params = value.__dataclass_params__  # type: ignore[attr-defined]
+                assert params.frozen, name
+                assert "__slots__" in value.__dict__, name
+                checked += 1
+    assert checked >= 15

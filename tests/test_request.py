@@ -181,3 +181,15 @@ def test_settings_of_the_wrong_type_are_named(field: str, value: object, message
     with pytest.raises(InputError, match=message):
         ChatRequest((user("t"),), **{field: value})  # type: ignore[arg-type]
     assert ChatRequest((user("t"),), temperature=1).temperature == 1
+
+
+def test_a_description_beside_the_schema() -> None:
+    schema = {"type": "object", "properties": {}}
+    fmt = ResponseFormat.coerce(
+        {
+            "type": "json_schema",
+            "json_schema": {"name": "n", "schema": schema, "description": "What it is."},
+        }
+    )
+    assert fmt == ResponseFormat(schema, name="n", description="What it is.")
+    assert ResponseFormat.from_schema(schema, description="d").description == "d"

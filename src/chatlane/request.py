@@ -25,6 +25,8 @@ class ResponseFormat:
     strict: bool = True
     model: type[Any] | None = field(default=None, compare=False, repr=False)
     """The Pydantic model the output validates against, when built from one."""
+    description: str | None = None
+    """What the output is, for the model (the schema's own description when not given)."""
 
     @classmethod
     def from_model(cls, model: type[Any], *, strict: bool = True) -> ResponseFormat:
@@ -33,13 +35,23 @@ class ResponseFormat:
 
     @classmethod
     def from_schema(
-        cls, schema: Mapping[str, Any], *, name: str | None = None, strict: bool = True
+        cls,
+        schema: Mapping[str, Any],
+        *,
+        name: str | None = None,
+        strict: bool = True,
+        description: str | None = None,
     ) -> ResponseFormat:
         if not isinstance(schema, Mapping):
             raise SchemaError(
                 f"a response format schema must be a dict, got {type(schema).__name__}"
             )
-        return cls(dict(schema), name=name or str(schema.get("title") or "response"), strict=strict)
+        return cls(
+            dict(schema),
+            name=name or str(schema.get("title") or "response"),
+            strict=strict,
+            description=description,
+        )
 
     @classmethod
     def json_object(cls) -> ResponseFormat:
@@ -59,10 +71,12 @@ class ResponseFormat:
                 return cls.json_object()
             if value.get("type") == "json_schema" and isinstance(value.get("json_schema"), Mapping):
                 inner = value["json_schema"]
+                description = inner.get("description")
                 return cls.from_schema(
                     inner.get("schema", {}),
                     name=inner.get("name"),
                     strict=bool(inner.get("strict", True)),
+                    description=description if isinstance(description, str) else None,
                 )
             return cls.from_schema(value)
         raise SchemaError(

@@ -358,3 +358,27 @@ def test_an_undocumented_pydantic_class_gets_no_null_description() -> None:
     )
     assert "description" not in ours["response_format"]["json_schema"]
     assert None not in ours["response_format"]["json_schema"].values()
+
+
+def test_a_json_schema_with_its_own_name_and_description_matches() -> None:
+    schema = {
+        "type": "object",
+        "title": "Aquarium",
+        "properties": {"nemo": {"type": "string"}},
+        "required": ["nemo"],
+    }
+    aleph = chat.ChatRequest(
+        model=MODEL,
+        messages=[chat.Message(role=chat.Role.User, content="Describe nemo")],
+        response_format=JSONSchema(
+            schema=schema, name="aquarium", description="Describe nemo", strict=True
+        ),
+    )
+    ours = ChatRequest(
+        (Message(Role.USER, "Describe nemo"),),
+        model=MODEL,
+        response_format=ResponseFormat.from_schema(
+            schema, name="aquarium", description="Describe nemo"
+        ),
+    )
+    assert encode_request(ours, "aleph-alpha") == aleph_body(aleph)[0]

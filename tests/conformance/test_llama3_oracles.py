@@ -291,6 +291,8 @@ settings_ = settings(max_examples=60, deadline=None, suppress_health_check=[Heal
     ),
     tool_format=st.sampled_from(["json", "function_tag"]),
     dated=st.booleans(),
+    tools_in=st.sampled_from(["user", "system"]),
+    tool_choice=st.sampled_from([None, "auto", "required"]),
 )
 def test_json_and_function_tag_conversations(
     chat_format: ChatFormat,
@@ -299,9 +301,16 @@ def test_json_and_function_tag_conversations(
     tools: list[Any],
     tool_format: Any,
     dated: bool,
+    tools_in: Any,
+    tool_choice: str | None,
 ) -> None:
-    fmt = Llama3(version, tool_format=tool_format, date=dt.date(2024, 7, 1) if dated else None)
-    request = ChatRequest(tuple(messages), tools=tuple(tools))
+    fmt = Llama3(
+        version,
+        tool_format=tool_format,
+        date=dt.date(2024, 7, 1) if dated else None,
+        tools_in=tools_in,
+    )
+    request = ChatRequest(tuple(messages), tools=tuple(tools), tool_choice=tool_choice)
     prompt = fmt.render(request)
     expected = oracle(chat_format, fmt, request, preamble_texts(fmt, request))
     assert list(prompt.tokens) == expected

@@ -95,6 +95,26 @@ def _split(draw: st.DrawFn, text: str) -> list[str]:
     return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
 
 
+def _merge_some(draw: st.DrawFn, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Put some neighbouring deltas into one chunk: text beside tool calls, several tool-call
+    deltas (even of one call) in one list, as servers that batch tokens send them."""
+    merged: list[dict[str, Any]] = []
+    for entry in entries:
+        join: bool = draw(st.booleans())
+        if merged and join:
+            into = merged[-1]["delta"]
+            for key, value in entry["delta"].items():
+                if key == "tool_calls":
+                    into["tool_calls"] = [*into.get("tool_calls", []), *value]
+                elif key in ("content", "reasoning_content") and isinstance(into.get(key), str):
+                    into[key] += value or ""
+                elif key != "role":
+                    into[key] = value
+        else:
+            merged.append({"index": entry["index"], "delta": dict(entry["delta"])})
+    return merged
+
+
 @st.composite
 def _deltas(draw: st.DrawFn, choice: dict[str, Any]) -> list[dict[str, Any]]:
     """One choice's stream: a list of choice entries for chunks, in order."""
@@ -113,7 +133,10 @@ def _deltas(draw: st.DrawFn, choice: dict[str, Any]) -> list[dict[str, Any]]:
     for piece in _split(draw, message["content"] or ""):
         entries.append({"index": index, "delta": {"content": piece}})
     repeat_ids = draw(st.booleans())
-    for position, call in enumerate(message.get("tool_calls", [])):
+    calls = message.get("tool_calls", [])
+    # Some servers key tool-call deltas by id alone, with no index (only when every call has one).
+    by_id_only: bool = draw(st.booleans()) and all("id" in c for c in calls)
+    for position, call in enumerate(calls):
         head: dict[str, Any] = {
             "index": position,
             "type": "function",
@@ -127,13 +150,20 @@ def _deltas(draw: st.DrawFn, choice: dict[str, Any]) -> list[dict[str, Any]]:
             head["function"]["arguments"] = pieces.pop(0)
         else:
             head["function"]["arguments"] = ""
+        if by_id_only:
+            del head["index"]
         entries.append({"index": index, "delta": {"tool_calls": [head]}})
         for piece in pieces:
-            delta: dict[str, Any] = {"index": position, "function": {"arguments": piece}}
+            delta: dict[str, Any] = {"function": {"arguments": piece}}
+            if by_id_only:
+                delta["id"] = call["id"]
+            else:
+                delta["index"] = position
             if repeat_ids and "id" in call:
                 delta["id"] = call["id"]
                 delta["function"]["name"] = call["function"]["name"]
             entries.append({"index": index, "delta": {"tool_calls": [delta]}})
+    entries = _merge_some(draw, entries)
     if not entries:  # a stream has at least one chunk per choice it answers
         entries.append({"index": index, "delta": {"role": "assistant"}})
     if choice["finish_reason"] is not None:

@@ -570,3 +570,28 @@ def test_a_body_that_is_not_a_chat_completion_is_a_parse_error(body: Any, messag
         decode_response(body)
     assert info.value.text is not None
     assert not isinstance(info.value, KeyError | TypeError)
+
+
+def test_an_openai_refusal_is_the_text() -> None:
+    body = completion(
+        message={"role": "assistant", "content": None, "refusal": "I can't help with that."}
+    )
+    assert decode_response(body).text == "I can't help with that."
+    assert (
+        decode_response(
+            completion(message={"role": "assistant", "content": "ok", "refusal": None})
+        ).text
+        == "ok"
+    )
+
+
+def test_the_deprecated_function_call_form() -> None:
+    body = completion(
+        finish_reason="function_call",
+        message={
+            "role": "assistant",
+            "content": None,
+            "function_call": {"name": "f", "arguments": "{}"},
+        },
+    )
+    assert decode_response(body).tool_calls == (ToolCall.from_raw("call_0", "f", "{}"),)

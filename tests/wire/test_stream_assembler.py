@@ -426,3 +426,25 @@ def test_a_chunk_that_is_not_one_is_a_parse_error_keeping_it(bad: Any, message: 
     with pytest.raises(ParseError, match=message) as info:
         StreamAssembler().feed(bad)
     assert info.value.text is not None
+
+
+def test_an_openai_refusal_is_the_text() -> None:
+    events = run(
+        chunk(choice({"role": "assistant", "content": None, "refusal": None})),
+        chunk(choice({"refusal": "I can't "})),
+        chunk(choice({"refusal": "help with that."}, "stop")),
+    )
+    assert events == [
+        TextDelta("I can't "),
+        TextDelta("help with that."),
+        Finished(FinishReason.STOP),
+    ]
+
+
+def test_the_deprecated_function_call_form() -> None:
+    events = run(
+        chunk(choice({"role": "assistant", "function_call": {"name": "f", "arguments": ""}})),
+        chunk(choice({"function_call": {"arguments": '{"a": 1}'}}, "function_call")),
+    )
+    assert done_calls(events) == [ToolCall.from_raw("call_0", "f", '{"a": 1}')]
+    assert events[-1] == Finished(FinishReason.other("function_call"))

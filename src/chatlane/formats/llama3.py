@@ -334,17 +334,16 @@ class Llama3:
         self, raw: str, request: ChatRequest | None = None, *, stop_sequence: str | None = None
     ) -> ParsedOutput:
         """Read a whole raw output into its text and tool calls."""
-        parse_output = _toolcalls().parse_output
+        from chatlane.formats.toolcalls import parse_output
+
         tools = request.tools if request is not None else ()
-        parsed: ParsedOutput = parse_output(raw, tools=tools, stop_sequence=stop_sequence)
-        return parsed
+        return parse_output(raw, tools=tools, stop_sequence=stop_sequence)
 
     def stream_parser(self, request: ChatRequest | None = None) -> StreamParser:
         """A fresh incremental parser for one response."""
-        parser: StreamParser = _toolcalls().ToolCallStreamParser(
-            request.tools if request is not None else ()
-        )
-        return parser
+        from chatlane.formats.toolcalls import ToolCallStreamParser
+
+        return ToolCallStreamParser(request.tools if request is not None else ())
 
     def __repr__(self) -> str:
         return (
@@ -362,9 +361,8 @@ class Llama3:
         tokens is tokenized as one, as a tokenizer reading the template's output does.
         """
         if not tokenize:
-            return _Rendered(
-                "".join(p if isinstance(p, str) else _SPECIAL_TEXT[p] for p in pieces), ()
-            )
+            special = _SPECIAL_TEXT
+            return _Rendered("".join([p if isinstance(p, str) else special[p] for p in pieces]), ())
         encode = self.tokenizer.encode
         text: list[str] = []
         tokens: list[int] = []
@@ -543,7 +541,7 @@ class Llama3:
         return P.meta_json_tools(custom)
 
     def _meta_message(self, message: Message, continuing: bool) -> list[_Piece]:
-        role = "ipython" if message.role is Role.TOOL else message.role.value
+        role = "ipython" if message.role is _TOOL else message.role.value
         pieces: list[_Piece] = self._header(role)
         calls = message.tool_calls
         builtin_first = bool(calls) and calls[0].name in P.BUILTIN_NAMES
@@ -587,7 +585,7 @@ class Llama3:
         tokenize: bool,
     ) -> list[_Rendered]:
         rest = list(messages)
-        system_msg = rest.pop(0) if rest and rest[0].role is Role.SYSTEM else None
+        system_msg = rest.pop(0) if rest and rest[0].role is _SYSTEM else None
         # The 3.1/3.3 templates know built-in tools by name; 3.2's lists them as functions.
         builtin_aware = self.version != "3.2"
         builtins = [t.name for t in tools if t.builtin] if builtin_aware else []
@@ -667,7 +665,7 @@ class Llama3:
     def _hf_message(
         self, message: Message, continuing: bool, builtins: frozenset[str]
     ) -> list[_Piece]:
-        if message.role is Role.TOOL:
+        if message.role is _TOOL:
             body: list[_Piece] = [P.hf_tool_content(_text_only(message, "a tool result"))]
             pieces = [*self._header("ipython"), *body]
         elif message.tool_calls:
@@ -705,13 +703,6 @@ class Llama3:
         return pieces
 
 
-def _toolcalls() -> Any:
-    # The parser lives in formats/toolcalls.py; imported on use, as it is only needed there.
-    import importlib
-
-    return importlib.import_module("chatlane.formats.toolcalls")
-
-
 def _content_pieces(message: Message) -> list[_Piece]:
     if isinstance(message.content, str):
         return [message.content] if message.content else []
@@ -739,6 +730,7 @@ def _text_only(message: Message, what: str) -> str:
 _SYSTEM = Role.SYSTEM
 _TOOL = Role.TOOL
 _ASSISTANT = Role.ASSISTANT
+_USER = Role.USER
 
 
 def _check_order(messages: Sequence[Message], start: int = 0) -> None:

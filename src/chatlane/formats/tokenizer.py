@@ -125,11 +125,21 @@ class Llama3Tokenizer:
         )
         self._encode_ordinary = self._encoding.encode_ordinary
         self.n_words = _NUM_BASE_TOKENS + _NUM_SPECIALS
+        # The texts every prompt repeats around its special tokens (role names, the blank
+        # line after a header), encoded once: a tiktoken call costs microseconds even for
+        # one token, and a prompt has several per message.
+        self._fixed: dict[str, list[int]] = {
+            text: self._encode_ordinary(text)
+            for text in ("system", "user", "assistant", "ipython", "tool", "\n\n", "\n")
+        }
 
     def encode(self, text: str) -> list[int]:
         """The token ids of ``text``, never special tokens (their text is encoded as text)."""
         if not isinstance(text, str):
             raise InputError(f"the tokenizer encodes str, got {type(text).__name__}")
+        fixed = self._fixed.get(text)
+        if fixed is not None:
+            return list(fixed)
         if len(text) <= _MAX_RUN_CHARS:
             # No run can be longer than the limit: one call, as Meta's slicing would give.
             return self._encode_ordinary(text)

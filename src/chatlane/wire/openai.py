@@ -19,9 +19,10 @@ One codec serves four dialects (`DIALECTS`), which differ in a few fields:
 value removes a field chatlane would otherwise send.
 
 Decoding is tolerant of what servers really send (unknown finish reasons and roles are values,
-``content: null`` is empty text) and strict about shape: a body that is not a chat completion
-is a `ParseError` naming what is wrong, with the body kept. `StreamAssembler` turns streamed
-chunks into `ChatEvent`s without losing or inventing data.
+``content: null`` is empty text, OpenAI's ``refusal`` text is the message's text) and strict
+about shape: a body that is not a chat completion is a `ParseError` naming what is wrong, with
+the body kept. `StreamAssembler` turns streamed chunks into `ChatEvent`s without losing or
+inventing data.
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ def encode_response_format(response_format: ResponseFormat, dialect: str) -> dic
         # vLLM and Aleph Alpha constrain decoding to the schema as given.
         sent = dict(schema)
     json_schema: dict[str, Any] = {"schema": sent, "name": response_format.name}
-    description = schema.get("description")
+    description = response_format.description or schema.get("description")
     if isinstance(description, str):
         json_schema["description"] = description
     json_schema["strict"] = response_format.strict
@@ -550,9 +551,17 @@ def _reasoning_of(holder: Mapping[str, Any]) -> str | None:
 def _decode_response_message(raw: Mapping[str, Any], position: int, body: Any) -> Message:
     where = f"choices[{position}].message"
     text = _text_of(raw.get("content"), f"{where}.content", body)
+    refusal = raw.get("refusal")
+    if isinstance(refusal, str):
+        # OpenAI puts a refusal here with content null; it is the answer's text.
+        text += refusal
     raw_calls = raw.get("tool_calls") or []
     if not isinstance(raw_calls, list):
         raise _fail(f"{where}.tool_calls is not a list", body)
+    legacy = raw.get("function_call")
+    if not raw_calls and isinstance(legacy, Mapping):
+        # The deprecated single-function form, which older servers still send.
+        raw_calls = [{"function": legacy}]
     calls = tuple(
         _decode_tool_call(c, j, f"{where}.tool_calls[{j}]", None, body)
         for j, c in enumerate(raw_calls)
@@ -672,7 +681,7 @@ class StreamAssembler:
     whole (`ToolCallDone`) when its choice finishes. A stream that ends without a finish
     reason still delivers every call it carried, then ``Finished(FinishReason.INCOMPLETE)``.
 
-    Tool-call deltas are matched to calls by ``index``, else by ``id``, else by position (see
+    Tool-call deltas are matched to calls by ``id``, else by ``index``, else by position (see
     `_match`); several choices (``n > 1``) are kept apart by their index.
     """
 
@@ -763,7 +772,13 @@ class StreamAssembler:
                 )
                 if text:
                     events.append(TextDelta(text, index))
+            refusal = delta.get("refusal")
+            if refusal and isinstance(refusal, str):
+                events.append(TextDelta(refusal, index))
             calls = delta.get("tool_calls")
+            if not calls and delta.get("function_call"):
+                # The deprecated single-function form: one call, index 0.
+                calls = [{"index": 0, "function": delta["function_call"]}]
             if calls:
                 if not isinstance(calls, list):
                     raise _fail("a stream chunk's delta.tool_calls is not a list", chunk)
@@ -815,11 +830,11 @@ class StreamAssembler:
     def _match(state: _Choice, raw: Mapping[str, Any], name: Any, unkeyed_in_chunk: int) -> _Call:
         """The call a delta belongs to.
 
-        By ``index`` when the server sends one, by ``id`` otherwise (a delta carrying an id
-        different from its index's call opens a new call: some servers repeat index 0); with
-        neither, a delta continues the last call unless it is the second or later such delta
-        in one chunk, or it names a call while the last one already has a name and complete
-        arguments (a server sending whole calls without index or id).
+        By ``id`` when the delta carries a known one, else by ``index`` (a delta whose id
+        differs from the id of its index's call opens a new call: some servers repeat index 0
+        for every call); with neither, a delta continues the last call unless it is the second
+        or later such delta in one chunk, or it names a call while the last one already has a
+        name and complete arguments (a server sending whole calls without index or id).
         """
         key = raw.get("index")
         if not isinstance(key, int) or isinstance(key, bool):

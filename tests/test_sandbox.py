@@ -1,0 +1,250 @@
+"""The code_interpreter sandbox: a separate process with limits and a clean environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from chatlane._sandbox import Sandbox, SandboxResult, isolation_available
+from chatlane.errors import InputError
+
+FAST = Sandbox(timeout=5)
+
+
+def _process_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def _died(pid: int) -> bool:
+    """Whether the process is gone (or a zombie): a SIGKILL takes a moment to land."""
+    for _ in range(100):
+        if _process_state(pid) in ("gone", "Z"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_stdout_stderr_and_the_final_expression_are_captured() -> None:
+    result = FAST.run("import sys\nprint('out')\nprint('err', file=sys.stderr)\nx = 20\nx + 22")
+    assert result == SandboxResult(
+        stdout="out\n",
+        stderr="err\n",
+        result="42",
+        error=None,
+        exit_code=0,
+        timed_out=False,
+        duration=result.duration,
+        truncated=False,
+    )
+    assert result.ok
+    assert result.to_text() == (
+        "[stdout]\nout\n[/stdout]\n[stderr]\nerr\n[/stderr]\n[result]\n42\n[/result]"
+    )
+
+
+def test_a_final_none_or_statement_gives_no_result() -> None:
+    assert FAST.run("print(None)").result is None
+    assert FAST.run("x = 1").to_text() == "[no output]"
+
+
+def test_an_exception_is_reported_with_a_traceback_of_the_code_only() -> None:
+    result = FAST.run("def f():\n    return 1 / 0\n\nf()")
+    assert not result.ok
+    assert result.error == "ZeroDivisionError: division by zero"
+    assert 'File "<code>", line 4, in <module>' in result.stderr
+    assert 'File "<code>", line 2, in f' in result.stderr
+    assert "_RUNNER" not in result.stderr
+    assert "<string>" not in result.stderr
+
+
+def test_a_syntax_error_is_reported() -> None:
+    result = FAST.run("def (:")
+    assert result.error is not None
+    assert result.error.endswith("SyntaxError: invalid syntax")
+    assert 'File "<code>", line 1' in result.error
+
+
+def test_a_runaway_loop_is_killed_at_the_time_limit() -> None:
+    result = Sandbox(timeout=1).run("while True:\n    pass")
+    assert result.timed_out
+    assert result.error == "the code was stopped after the time limit of 1 s"
+    assert 1 <= result.duration < 5
+
+
+def test_children_of_the_code_die_with_it() -> None:
+    code = (
+        "import subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(p.pid, flush=True)\n"
+        "p.wait()"
+    )
+    result = Sandbox(timeout=1, isolate=False).run(code)
+    assert result.timed_out
+    pid = int(result.stdout.split()[0])
+    # The grandchild was killed with its group: it is gone (or a zombie being reaped).
+    assert _died(pid)
+
+
+@pytest.mark.skipif(not isolation_available(), reason="no unprivileged namespaces here")
+def test_isolated_code_cannot_escape_the_kill_with_a_new_session() -> None:
+    marker = f"chatlane-escape-{os.getpid()}-{time.monotonic_ns()}"
+    code = (
+        "import subprocess, sys\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', "
+        f"{marker!r}], start_new_session=True)\n"
+        "while True:\n    pass"
+    )
+    result = Sandbox(timeout=1, isolate=True).run(code)
+    assert result.timed_out
+
+    def survivors() -> list[str]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(entry)
+            except OSError:
+                continue
+        return [pid for pid in found if _process_state(int(pid)) not in ("gone", "Z")]
+
+    for _ in range(100):
+        if not survivors():
+            break
+        time.sleep(0.02)
+    assert survivors() == []
+
+
+def test_the_memory_limit_holds() -> None:
+    result = Sandbox(timeout=5, memory_mb=256).run("block = bytearray(1024 * 1024 * 1024)")
+    assert result.error == "MemoryError"
+
+
+def test_the_limits_cannot_be_raised_by_the_code() -> None:
+    code = (
+        "import resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+        "try:\n"
+        "    resource.setrlimit(resource.RLIMIT_AS, (hard * 2, hard * 2))\n"
+        "    raised = True\n"
+        "except (ValueError, OSError):\n"
+        "    raised = False\n"
+        "(hard // 2**20, raised)"
+    )
+    assert Sandbox(timeout=5, memory_mb=300).run(code).result == "(300, False)"
+
+
+def test_the_callers_environment_is_not_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATLANE_TEST_SECRET", "sk-very-secret-value")
+    result = FAST.run("import os\nsorted(os.environ)")
+    assert result.result is not None
+    assert "CHATLANE_TEST_SECRET" not in result.result
+    assert eval(result.result) == ["HOME", "LANG", "PATH", "TMPDIR"]
+
+
+@pytest.mark.skipif(not isolation_available(), reason="no unprivileged namespaces here")
+def test_isolated_code_sees_no_other_process_and_no_network() -> None:
+    code = (
+        "import os, socket\n"
+        "pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+        "    net = 'connected'\n"
+        "except OSError as e:\n"
+        "    net = type(e).__name__\n"
+        "interfaces = [name for _, name in socket.if_nameindex()]\n"
+        "(pids, net, interfaces)"
+    )
+    result = Sandbox(timeout=5, isolate=True).run(code)
+    assert result.result is not None
+    pids, net, interfaces = eval(result.result)
+    # Only the code's own process (pid 1 of its namespace) is there: no /proc/<caller>/environ.
+    assert pids == [1]
+    assert net != "connected"  # even the loopback interface is down
+    assert interfaces == ["lo"]
+
+
+def test_the_code_runs_in_a_fresh_directory_that_is_removed() -> None:
+    result = FAST.run("import os\nopen('note.txt', 'w').write('x')\nos.getcwd()")
+    assert result.result is not None
+    workdir = eval(result.result)
+    assert os.path.basename(workdir).startswith("chatlane-sandbox-")
+    assert workdir != os.getcwd()
+    assert not os.path.exists(workdir)
+
+
+def test_output_is_cut_at_the_limit() -> None:
+    result = Sandbox(timeout=5, max_output=100).run("print('x' * 1000)\n'done'")
+    assert result.truncated
+    assert result.stdout == "x" * 100
+    assert result.result == "'done'"
+    assert result.to_text().endswith("(output was cut at the sandbox's limit)")
+
+
+def test_a_print_flood_is_stopped_by_the_file_size_limit() -> None:
+    result = Sandbox(timeout=10, max_output=1000).run("while True:\n    print('y' * 1000)")
+    assert result.error == "the code wrote more output than the sandbox allows"
+    assert result.truncated
+    assert len(result.stdout) == 1000
+
+
+def test_exit_codes_and_signals_are_reported() -> None:
+    assert FAST.run("import os\nos._exit(3)").error == "the interpreter exited with status 3"
+    assert FAST.run("raise SystemExit(0)").error == "SystemExit: 0"
+
+
+def test_the_async_twin_gives_the_same_result() -> None:
+    code = "print('a')\n1 + 1"
+    sync = FAST.run(code)
+    result = asyncio.run(FAST.arun(code))
+    assert (result.stdout, result.result, result.error) == (sync.stdout, sync.result, sync.error)
+
+
+def test_the_async_twin_kills_a_runaway_loop() -> None:
+    result = asyncio.run(Sandbox(timeout=1).arun("while True:\n    pass"))
+    assert result.timed_out
+    assert result.error == "the code was stopped after the time limit of 1 s"
+
+
+def test_cancelling_the_async_twin_kills_the_process(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    code = f"import os\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\nwhile True:\n    pass"
+
+    async def main() -> None:
+        task = asyncio.create_task(Sandbox(timeout=30, isolate=False).arun(code))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if pid_file.exists() and pid_file.read_text():
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert _died(int(pid_file.read_text()))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"memory_mb": 10}, "memory_mb must be at least 64"),
+        ({"max_output": 0}, "max_output must be a positive int"),
+    ],
+)
+def test_bad_settings_are_input_errors(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        Sandbox(**kwargs)  # type: ignore[arg-type]
+
+
+def test_code_must_be_text() -> None:
+    with pytest.raises(InputError, match="code must be a str"):
+        FAST.run(b"print(1)")  # type: ignore[arg-type]
