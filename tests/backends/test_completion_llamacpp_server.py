@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from completion_support import LoopbackTransport
 
 from chatlane.backends.completion import CompletionChat
 from chatlane.errors import InputError
 from chatlane.events import TextDelta
+from chatlane.formats.llama3 import Llama3
 from chatlane.messages import user
 from chatlane.request import ChatRequest
 from chatlane.response import FinishReason
@@ -39,12 +41,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
+def llama_server(tiny_model: Path) -> Iterator[str]:
     # Found, not imported: the server runs in its own process.
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed (the chatlane[local] extra)")
-    testing = pytest.importorskip("chatlane.testing")
-    model: Path = testing.tiny_llama3_gguf()
+    model = tiny_model
     port = _free_port()
     process = subprocess.Popen(
         [
@@ -95,8 +96,9 @@ def llama_server() -> Iterator[str]:
 
 
 def _chat(url: str, **options: Any) -> CompletionChat:
-    llama3 = pytest.importorskip("chatlane.formats.llama3")
-    return CompletionChat(url, llama3.Llama3(), dialect="openai", **options)
+    return CompletionChat(
+        format=Llama3(), dialect="openai", transport=LoopbackTransport(url), **options
+    )
 
 
 def test_the_prompt_reaches_the_model_token_for_token(llama_server: str) -> None:
