@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from chatlane.backends.completion import CompletionChat
     from chatlane.backends.fake import Fake
     from chatlane.backends.llamacpp import LlamaCpp
+    from chatlane.backends.openai_chat import OpenAIChat
+    from chatlane.backends.transport import RetryPolicy, Timeouts
     from chatlane.errors import (
         APIStatusError,
         AuthenticationError,
@@ -137,12 +139,14 @@ _EXPORTS: dict[str, str] = {
     "Message": "chatlane.messages",
     "MessageError": "chatlane.errors",
     "NotFound": "chatlane.errors",
+    "OpenAIChat": "chatlane.backends.openai_chat",
     "OutputRejected": "chatlane.agent",
     "ParseError": "chatlane.errors",
     "RateLimited": "chatlane.errors",
     "ReasoningDelta": "chatlane.events",
     "ResponseFormat": "chatlane.request",
     "ResponseStarted": "chatlane.events",
+    "RetryPolicy": "chatlane.backends.transport",
     "Role": "chatlane.messages",
     "RunFinished": "chatlane.agent",
     "Sandbox": "chatlane._sandbox",
@@ -159,6 +163,7 @@ _EXPORTS: dict[str, str] = {
     "Text": "chatlane.messages",
     "TextDelta": "chatlane.events",
     "TimeoutError": "chatlane.errors",
+    "Timeouts": "chatlane.backends.transport",
     "Tool": "chatlane.tools",
     "ToolCall": "chatlane.messages",
     "ToolCallDecision": "chatlane.agent",
