@@ -1,15 +1,13 @@
-"""Test helpers for CompletionChat: a scripted completion server on 127.0.0.1 and a small
-prompt format implementing the `PromptFormat` protocol (so the backend is tested against the
-protocol, not one format's details)."""
+"""Test helpers for CompletionChat: the scripted server (tests/support) answering every
+completion endpoint from one list of replies, and a small prompt format implementing the
+`PromptFormat` protocol, so that the backend is tested against the protocol, not one format's
+details."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from chatlane.events import (
@@ -24,117 +22,45 @@ from chatlane.formats.base import ParsedOutput, Prompt
 from chatlane.messages import ToolCall
 from chatlane.request import ChatRequest
 from chatlane.response import FinishReason
+from support import Reply, ScriptedServer
 
-# A scripted server.
+# The scripted server (tests/support) answering every completion endpoint.
 
-
-@dataclass
-class Reply:
-    """One scripted answer: a status, headers, and a body sent in pieces (with a pause before
-    each piece); ``reset_after`` closes the connection after that many pieces."""
-
-    status: int = 200
-    body: Sequence[bytes] = ()
-    headers: dict[str, str] = field(default_factory=dict)
-    pause: float = 0.0
-    reset_after: int | None = None
-
-    @classmethod
-    def json(cls, value: Any, status: int = 200) -> Reply:
-        return cls(status, [json.dumps(value).encode()], {"Content-Type": "application/json"})
-
-    @classmethod
-    def sse(cls, *chunks: Any, done: bool = True, pause: float = 0.0) -> Reply:
-        events = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks]
-        if done:
-            events.append(b"data: [DONE]\n\n")
-        return cls(200, events, {"Content-Type": "text/event-stream"}, pause=pause)
+PATHS = {"openai": "/v1/completions", "llama.cpp": "/completion", "aleph-alpha": "/complete"}
 
 
 @dataclass
-class Received:
-    method: str
+class Got:
     path: str
     headers: dict[str, str]
+    """Names in lower case."""
     body: Any
 
 
-class ScriptedServer:
-    """Answers each request with the next `Reply` of its script; keeps what it received."""
+class Harness:
+    """The scripted server answering every completion endpoint from one list of replies."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: ScriptedServer) -> None:
+        self.server = server
         self.script: list[Reply] = []
-        self.received: list[Received] = []
-        self.abandoned: list[int] = []
-        """For each stream the client left early: how many pieces were sent."""
-        server = self
+        for path in PATHS.values():
+            server.route(path, self._next)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                try:
-                    body: Any = json.loads(raw)
-                except ValueError:
-                    body = raw
-                server.received.append(
-                    Received("POST", self.path, dict(self.headers.items()), body)
-                )
-                reply = server.script.pop(0) if server.script else Reply.json({}, 500)
-                self.send_response(reply.status)
-                for key, value in reply.headers.items():
-                    self.send_header(key, value)
-                streaming = reply.headers.get("Content-Type") == "text/event-stream"
-                if reply.reset_after is None and not streaming:
-                    data = b"".join(reply.body)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                # Chunked, so that a connection closed early is a broken body, not its end.
-                self.send_header("Transfer-Encoding", "chunked")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                sent = 0
-                try:
-                    for i, piece in enumerate(reply.body):
-                        if reply.reset_after is not None and i >= reply.reset_after:
-                            break
-                        time.sleep(reply.pause)
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                        self.wfile.flush()
-                        sent += 1
-                    else:
-                        self.wfile.write(b"0\r\n\r\n")
-                except OSError:
-                    # The client went away: like a server that stops generating.
-                    server.abandoned.append(sent)
-                self.close_connection = True
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+    def _next(self, request: Any) -> Reply:
+        if not self.script:
+            return Reply.error(500, "the test's script is used up")
+        return self.script.pop(0)
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.server.url
 
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        return self
+    @property
+    def received(self) -> list[Got]:
+        return [Got(r.path, r.headers, r.json()) for r in self.server.requests]
 
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)
+    def wait_for_disconnect(self) -> bool:
+        return self.server.wait_for_disconnects(1, timeout=5)
 
 
 # A small prompt format: Llama-like special tokens, whole-JSON tool calls.
@@ -244,105 +170,3 @@ class TinyFormat:
         parser = TinyParser(request)
         self.parsers.append(parser)
         return parser
-
-
-def sse_lines(chunks: Iterator[Any]) -> list[bytes]:
-    return [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks]
-
-
-# Until chatlane.backends.transport is available on this branch, the tests hand CompletionChat
-# this minimal transport (the same four operations) over httpx.
-
-
-class LoopbackTransport:
-    def __init__(self, base_url: str, api_key: str | None = None) -> None:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.base_url = base_url.rstrip("/") + "/"
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
-        self._aclient = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=10)
-
-    @staticmethod
-    def _check(status: int, text: str) -> None:
-        from chatlane.errors import APIStatusError, BadRequest, ServerError
-
-        if status < 400:
-            return
-        cls = (
-            BadRequest if status in (400, 422) else ServerError if status >= 500 else APIStatusError
-        )
-        raise cls(f"HTTP {status}", status_code=status, body=text)
-
-    def post_json(self, path: str, body: Any) -> Any:
-        r = self._client.post(path, json=body)
-        self._check(r.status_code, r.text)
-        return r.json()
-
-    async def apost_json(self, path: str, body: Any) -> Any:
-        r = await self._aclient.post(path, json=body)
-        self._check(r.status_code, r.text)
-        return r.json()
-
-    def stream_json(self, path: str, body: Any) -> Iterator[Any]:
-        import httpx
-
-        from chatlane.errors import TransportError
-
-        with self._client.stream("POST", path, json=body) as r:
-            if r.status_code >= 400:
-                r.read()
-                self._check(r.status_code, r.text)
-            decoder = _SSE()
-            try:
-                for data in r.iter_raw():
-                    yield from decoder.feed(data)
-            except httpx.HTTPError as e:
-                raise TransportError(str(e)) from e
-
-    async def astream_json(self, path: str, body: Any) -> Any:
-        import httpx
-
-        from chatlane.errors import TransportError
-
-        async with self._aclient.stream("POST", path, json=body) as r:
-            if r.status_code >= 400:
-                await r.aread()
-                self._check(r.status_code, r.text)
-            decoder = _SSE()
-            try:
-                async for data in r.aiter_raw():
-                    for event in decoder.feed(data):
-                        yield event
-            except httpx.HTTPError as e:
-                raise TransportError(str(e)) from e
-
-    def close(self) -> None:
-        self._client.close()
-
-    async def aclose(self) -> None:
-        await self._aclient.aclose()
-        self._client.close()
-
-
-class _SSE:
-    """Just enough SSE for the scripted server's streams: data lines, blank-line ends."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, data: bytes) -> list[Any]:
-        self._buffer += data.replace(b"\r\n", b"\n")
-        out: list[Any] = []
-        while b"\n\n" in self._buffer:
-            event, self._buffer = self._buffer.split(b"\n\n", 1)
-            lines = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
-            text = b"\n".join(lines).decode()
-            if text and text != "[DONE]":
-                from chatlane.errors import ParseError
-
-                try:
-                    out.append(json.loads(text))
-                except ValueError as e:
-                    raise ParseError(f"bad JSON in a stream: {text!r}", text=text) from e
-        return out

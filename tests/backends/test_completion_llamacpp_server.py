@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from completion_support import LoopbackTransport
 
 from chatlane.backends.completion import CompletionChat
 from chatlane.errors import InputError
@@ -96,9 +95,7 @@ def llama_server(tiny_model: Path) -> Iterator[str]:
 
 
 def _chat(url: str, **options: Any) -> CompletionChat:
-    return CompletionChat(
-        format=Llama3(), dialect="openai", transport=LoopbackTransport(url), **options
-    )
+    return CompletionChat(url, Llama3(), dialect="openai", **options)
 
 
 def test_the_prompt_reaches_the_model_token_for_token(llama_server: str) -> None:

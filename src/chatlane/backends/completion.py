@@ -46,6 +46,9 @@ from chatlane.wire.completions import (
 )
 
 if TYPE_CHECKING:
+    import httpx
+
+    from chatlane.backends.transport import RetryPolicy, Timeouts, Transport
     from chatlane.formats.base import Prompt, PromptFormat, StreamParser
 
 __all__ = ["CompletionChat", "CompletionDecoder", "PromptAs"]
@@ -239,7 +242,10 @@ class CompletionChat(Backend):
         server_adds_bos: whether the server puts the begin-of-text token before a text
             prompt itself (then chatlane leaves it out of the text); by default true for
             ``openai`` and ``llama.cpp``, false for ``aleph-alpha``.
-        transport_options: passed to the `Transport` (timeouts, retries, headers, ...).
+        path: the endpoint's path under ``base_url``, when a proxy moved it.
+        headers, params, timeouts, retry, max_connections, max_keepalive, http_client,
+            async_http_client: the `Transport`'s options (see there).
+        transport: an existing `Transport` to share (instead of ``base_url`` and the options).
     """
 
     def __init__(
@@ -252,9 +258,19 @@ class CompletionChat(Backend):
         model: str | None = None,
         prompt_as: PromptAs = "auto",
         server_adds_bos: bool | None = None,
-        transport: Any = None,
-        **transport_options: Any,
+        path: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 1000,
+        max_keepalive: int = 100,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
+        transport: Transport | None = None,
     ) -> None:
+        from chatlane.backends.transport import Transport
+
         self.dialect: CompletionDialect = parse_dialect(dialect)
         if prompt_as not in ("auto", "text", "tokens"):
             raise InputError(f"prompt_as must be 'auto', 'text' or 'tokens', got {prompt_as!r}")
@@ -275,23 +291,38 @@ class CompletionChat(Backend):
                 )
         self.format = format
         self.model = model
-        self._path = endpoint_path(self.dialect)
-        if transport is None:
-            import importlib
-
-            transport = importlib.import_module("chatlane.backends.transport").Transport(
-                base_url, api_key=api_key, **transport_options
-            )
-        elif base_url is not None or api_key is not None or transport_options:
-            raise InputError(
-                "give either a transport or base_url/api_key/transport options, not both"
-            )
-        self.transport = transport
+        self.path = path or endpoint_path(self.dialect)
+        if transport is not None:
+            if base_url is not None or api_key is not None:
+                raise InputError("give either a transport or a base_url and api_key, not both")
+            if not isinstance(transport, Transport):
+                raise InputError(f"transport must be a Transport, got {type(transport).__name__}")
+            self.transport = transport
+            return
+        if base_url is None:
+            example = {
+                "openai": "http://127.0.0.1:8000/v1",
+                "llama.cpp": "http://127.0.0.1:8080",
+                "aleph-alpha": "https://inference-api.example.com",
+            }[self.dialect]
+            raise InputError(f"CompletionChat needs a base_url, e.g. {example!r}")
+        self.transport = Transport(
+            base_url,
+            api_key=api_key,
+            headers=headers,
+            params=params,
+            timeouts=timeouts,
+            retry=retry,
+            max_connections=max_connections,
+            max_keepalive=max_keepalive,
+            http_client=http_client,
+            async_http_client=async_http_client,
+        )
 
     def __repr__(self) -> str:
         return (
-            f"CompletionChat(dialect={self.dialect!r}, format={self.format.name!r}, "
-            f"model={self.model!r}, transport={self.transport!r})"
+            f"CompletionChat(base_url={self.transport.base_url!r}, dialect={self.dialect!r}, "
+            f"format={self.format.name!r}, model={self.model!r})"
         )
 
     # Building the request.
@@ -352,45 +383,35 @@ class CompletionChat(Backend):
     def _events(self, request: ChatRequest) -> Iterator[ChatEvent]:
         body = self.body(request, stream=True)
         decoder = self._decoder(request)
-        stream = self.transport.stream_json(self._path, body)
+        stream = self.transport.stream_json(self.path, body)
         try:
-            for item in stream:
-                chunk = _chunk(item)
-                if chunk is None:
-                    continue
+            for chunk in stream:
                 for piece in decode_chunk(chunk, self.dialect):
                     yield from decoder.feed(piece)
             yield from decoder.finish()
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+            stream.close()
 
     async def _aevents(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         body = self.body(request, stream=True)
         decoder = self._decoder(request)
-        stream = self.transport.astream_json(self._path, body)
+        stream = self.transport.astream_json(self.path, body)
         try:
-            async for item in stream:
-                chunk = _chunk(item)
-                if chunk is None:
-                    continue
+            async for chunk in stream:
                 for piece in decode_chunk(chunk, self.dialect):
                     for event in decoder.feed(piece):
                         yield event
             for event in decoder.finish():
                 yield event
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await stream.aclose()
 
     def _chat(self, request: ChatRequest) -> ChatResponse:
-        raw = self.transport.post_json(self._path, self.body(request))
+        raw = self.transport.post_json(self.path, self.body(request))
         return self._whole(request, raw)
 
     async def _achat(self, request: ChatRequest) -> ChatResponse:
-        raw = await self.transport.apost_json(self._path, self.body(request))
+        raw = await self.transport.apost_json(self.path, self.body(request))
         return self._whole(request, raw)
 
     def _whole(self, request: ChatRequest, raw: Any) -> ChatResponse:
@@ -411,17 +432,6 @@ class CompletionChat(Backend):
 
     async def aclose(self) -> None:
         await self.transport.aclose()
-
-
-def _chunk(item: Any) -> Any:
-    """The JSON of one streamed item (a decoded body, or a server-sent event), or None for the
-    ``[DONE]`` sentinel and events without data."""
-    data = getattr(item, "data", None)
-    if isinstance(data, str) and hasattr(item, "json"):
-        if not data.strip() or data == "[DONE]":
-            return None
-        return item.json()
-    return item
 
 
 def _put_text(body: dict[str, Any], dialect: CompletionDialect, text: str) -> None:
