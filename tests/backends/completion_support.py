@@ -35,6 +35,7 @@ class Got:
     headers: dict[str, str]
     """Names in lower case."""
     body: Any
+    query: dict[str, str]
 
 
 class Harness:
@@ -57,7 +58,7 @@ class Harness:
 
     @property
     def received(self) -> list[Got]:
-        return [Got(r.path, r.headers, r.json()) for r in self.server.requests]
+        return [Got(r.path, r.headers, r.json(), r.query) for r in self.server.requests]
 
     def wait_for_disconnect(self) -> bool:
         return self.server.wait_for_disconnects(1, timeout=5)

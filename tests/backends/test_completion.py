@@ -209,6 +209,18 @@ def test_posts_the_rendered_prompt_to_the_dialects_endpoint(server: Harness, dia
     assert body["temperature"] == 0.0
 
 
+def test_aleph_alpha_nice_and_hosting(server: Harness) -> None:
+    server.script += [whole("aleph-alpha", "ok", "stop"), streamed("aleph-alpha", ["ok"], "stop")]
+    chat = backend(server, "aleph-alpha")
+    extra = {"nice": True, "hosting": "aleph-alpha"}
+    chat.chat("Hello", extra=extra)
+    assert chat.stream("Hello", extra=extra).response.text == "ok"
+    for got in server.received:
+        assert got.query == {"nice": "true"}
+        assert got.body["hosting"] == "aleph-alpha"
+        assert "nice" not in got.body
+
+
 def test_api_key_is_sent_and_never_shown(server: Harness) -> None:
     server.script.append(whole("openai", "ok", "stop"))
     chat = backend(server, key="sk-secret-123")

@@ -16,6 +16,7 @@ from chatlane.wire.completions import (
     CompletionPiece,
     decode_chunk,
     decode_response,
+    encode_query,
     encode_request,
     endpoint_path,
     parse_dialect,
@@ -158,6 +159,37 @@ def test_extra_fields_are_sent_and_override_ours() -> None:
     )
     assert body["logit_bias"] == {"128009": -100}
     assert body["cache_prompt"] is False
+
+
+def test_token_id_prompts_per_dialect() -> None:
+    ids = (128000, 128006, 882)
+    assert encode_request(ids, req(), "openai")["prompt"] == [128000, 128006, 882]
+    assert encode_request(ids, req(), "llama.cpp")["prompt"] == [128000, 128006, 882]
+    assert encode_request(ids, req(), "aleph-alpha")["prompt"] == [
+        {"type": "token_ids", "data": [128000, 128006, 882], "controls": []}
+    ]
+
+
+def test_aleph_alpha_token_ids_item_matches_the_reference_client() -> None:
+    from aleph_alpha_client import Prompt, Tokens
+
+    reference = Prompt([Tokens([1, 2, 3], controls=[])]).to_json()
+    assert encode_request([1, 2, 3], req(), "aleph-alpha")["prompt"] == reference
+
+
+def test_an_extra_none_removes_a_field() -> None:
+    body = encode_request(PROMPT, req(extra={"skip_special_tokens": None}), "openai")
+    assert "skip_special_tokens" not in body
+
+
+def test_aleph_alpha_nice_goes_in_the_query_not_the_body() -> None:
+    request = req(extra={"nice": True, "hosting": "aleph-alpha"})
+    body = encode_request(PROMPT, request, "aleph-alpha")
+    assert "nice" not in body
+    assert body["hosting"] == "aleph-alpha"
+    assert encode_query(request, "aleph-alpha") == {"nice": "true"}
+    assert encode_query(req(), "aleph-alpha") == {}
+    assert encode_query(request, "openai") == {}
 
 
 def test_stop_sequences_are_not_repeated() -> None:

@@ -40,6 +40,7 @@ from chatlane.wire.completions import (
     CompletionPiece,
     decode_chunk,
     decode_response,
+    encode_query,
     encode_request,
     endpoint_path,
     parse_dialect,
@@ -333,23 +334,22 @@ class CompletionChat(Backend):
 
     def body(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
         """The JSON body a request sends."""
-        prompt = self.render(request)
-        body = encode_request(
-            prompt.text,
+        rendered = self.render(request)
+        prompt: str | Sequence[int] = rendered.text
+        if self._send_tokens(rendered):
+            prompt = rendered.tokens
+        elif self.server_adds_bos:
+            bos = _leading_special(self.format, rendered)
+            if bos:
+                prompt = rendered.text[len(bos) :]
+        return encode_request(
+            prompt,
             request,
             self.dialect,
             stop=self.format.stop_sequences,
             stream=stream,
             model=request.model or self.model,
         )
-        if self._send_tokens(prompt):
-            _put_tokens(body, self.dialect, prompt.tokens)
-        elif self.server_adds_bos:
-            bos = _leading_special(self.format, prompt)
-            if bos:
-                _put_text(body, self.dialect, prompt.text[len(bos) :])
-        body.update(request.extra)
-        return body
 
     def _send_tokens(self, prompt: Prompt) -> bool:
         if self.prompt_as == "tokens":
@@ -383,7 +383,9 @@ class CompletionChat(Backend):
     def _events(self, request: ChatRequest) -> Iterator[ChatEvent]:
         body = self.body(request, stream=True)
         decoder = self._decoder(request)
-        stream = self.transport.stream_json(self.path, body)
+        stream = self.transport.stream_json(
+            self.path, body, params=encode_query(request, self.dialect)
+        )
         try:
             for chunk in stream:
                 for piece in decode_chunk(chunk, self.dialect):
@@ -395,7 +397,9 @@ class CompletionChat(Backend):
     async def _aevents(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         body = self.body(request, stream=True)
         decoder = self._decoder(request)
-        stream = self.transport.astream_json(self.path, body)
+        stream = self.transport.astream_json(
+            self.path, body, params=encode_query(request, self.dialect)
+        )
         try:
             async for chunk in stream:
                 for piece in decode_chunk(chunk, self.dialect):
@@ -407,11 +411,15 @@ class CompletionChat(Backend):
             await stream.aclose()
 
     def _chat(self, request: ChatRequest) -> ChatResponse:
-        raw = self.transport.post_json(self.path, self.body(request))
+        raw = self.transport.post_json(
+            self.path, self.body(request), params=encode_query(request, self.dialect)
+        )
         return self._whole(request, raw)
 
     async def _achat(self, request: ChatRequest) -> ChatResponse:
-        raw = await self.transport.apost_json(self.path, self.body(request))
+        raw = await self.transport.apost_json(
+            self.path, self.body(request), params=encode_query(request, self.dialect)
+        )
         return self._whole(request, raw)
 
     def _whole(self, request: ChatRequest, raw: Any) -> ChatResponse:
@@ -434,13 +442,6 @@ class CompletionChat(Backend):
         await self.transport.aclose()
 
 
-def _put_text(body: dict[str, Any], dialect: CompletionDialect, text: str) -> None:
-    if dialect == "aleph-alpha":
-        body["prompt"] = [{"type": "text", "data": text, "controls": []}]
-    else:
-        body["prompt"] = text
-
-
 def _leading_special(format: PromptFormat, prompt: Prompt) -> str | None:
     """The text of the prompt's first token when it is a special token (begin-of-text)."""
     tokenizer = _tokenizer(format)
@@ -453,14 +454,6 @@ def _leading_special(format: PromptFormat, prompt: Prompt) -> str | None:
         return None
     text = str(decode([first]))
     return text if prompt.text.startswith(text) else None
-
-
-def _put_tokens(body: dict[str, Any], dialect: CompletionDialect, tokens: Sequence[int]) -> None:
-    ids = list(tokens)
-    if dialect == "aleph-alpha":
-        body["prompt"] = [{"type": "token_ids", "data": ids, "controls": []}]
-    else:
-        body["prompt"] = ids
 
 
 def _tokenizer(format: PromptFormat) -> Any:

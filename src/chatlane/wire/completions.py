@@ -41,6 +41,7 @@ __all__ = [
     "CompletionPiece",
     "decode_chunk",
     "decode_response",
+    "encode_query",
     "encode_request",
     "endpoint_path",
     "parse_dialect",
@@ -107,7 +108,7 @@ def endpoint_path(dialect: CompletionDialect) -> str:
 
 
 def encode_request(
-    prompt: str,
+    prompt: str | Sequence[int],
     request: ChatRequest,
     dialect: CompletionDialect,
     *,
@@ -118,9 +119,12 @@ def encode_request(
     """The JSON body asking ``dialect``'s endpoint to continue ``prompt``.
 
     Args:
-        prompt: the rendered prompt, special tokens as text.
+        prompt: the rendered prompt: its text (special tokens as text), or its token ids
+            (sent as a list of ids, or as Aleph Alpha's ``token_ids`` item).
         request: the sampling settings (``max_tokens``, ``temperature``, ...) and ``extra``
-            fields, which are sent as they are and override what chatlane would send.
+            fields, which are sent as they are and override what chatlane would send (a
+            ``None`` value removes the field; Aleph Alpha's ``nice`` goes in the query, see
+            `encode_query`).
         dialect: which endpoint's shape to use.
         stop: stop sequences (the format's, then the request's own).
         stream: ask for a stream of Server-Sent Events.
@@ -136,8 +140,39 @@ def encode_request(
         body = _encode_aleph_alpha(prompt, request, stops, stream, model)
     else:  # pragma: no cover - parse_dialect guards the public entry points
         raise InputError(f"unknown completion dialect {dialect!r}")
-    body.update(request.extra)
+    query_fields = _QUERY_FIELDS.get(dialect, ())
+    for key, value in request.extra.items():
+        if key in query_fields:
+            continue
+        if value is None:
+            body.pop(key, None)
+        else:
+            body[key] = value
     return body
+
+
+def encode_query(request: ChatRequest, dialect: CompletionDialect) -> dict[str, str]:
+    """The URL query parameters a request needs: Aleph Alpha's ``nice=true`` when
+    ``request.extra["nice"]`` is true (the server then ranks it below other requests, as
+    aleph-alpha-client's ``nice=True`` does); nothing for the other dialects."""
+    if dialect == "aleph-alpha" and request.extra.get("nice"):
+        return {"nice": "true"}
+    return {}
+
+
+_QUERY_FIELDS: Final[dict[CompletionDialect, tuple[str, ...]]] = {"aleph-alpha": ("nice",)}
+
+
+def _prompt_items(prompt: str | Sequence[int]) -> list[dict[str, Any]]:
+    # aleph-alpha-client's Prompt.to_json(): Text -> {"type": "text", "data", "controls"},
+    # Tokens -> {"type": "token_ids", "data", "controls"}.
+    if isinstance(prompt, str):
+        return [{"type": "text", "data": prompt, "controls": []}]
+    return [{"type": "token_ids", "data": list(prompt), "controls": []}]
+
+
+def _plain(prompt: str | Sequence[int]) -> str | list[int]:
+    return prompt if isinstance(prompt, str) else list(prompt)
 
 
 def _put(body: dict[str, Any], key: str, value: Any) -> None:
@@ -146,9 +181,13 @@ def _put(body: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _encode_openai(
-    prompt: str, request: ChatRequest, stop: list[str], stream: bool, model: str | None
+    prompt: str | Sequence[int],
+    request: ChatRequest,
+    stop: list[str],
+    stream: bool,
+    model: str | None,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"prompt": prompt}
+    body: dict[str, Any] = {"prompt": _plain(prompt)}
     _put(body, "model", model)
     # The endpoint's default is 16 tokens; null means "until the model stops" for vLLM and
     # llama-cpp-python (OpenAI's own completions API documents max_tokens as nullable too).
@@ -176,9 +215,13 @@ def _encode_openai(
 
 
 def _encode_llamacpp(
-    prompt: str, request: ChatRequest, stop: list[str], stream: bool, model: str | None
+    prompt: str | Sequence[int],
+    request: ChatRequest,
+    stop: list[str],
+    stream: bool,
+    model: str | None,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"prompt": prompt}
+    body: dict[str, Any] = {"prompt": _plain(prompt)}
     _put(body, "model", model)
     body["n_predict"] = request.max_tokens if request.max_tokens is not None else -1
     _put(body, "temperature", request.temperature)
@@ -202,11 +245,14 @@ def _encode_llamacpp(
 
 
 def _encode_aleph_alpha(
-    prompt: str, request: ChatRequest, stop: list[str], stream: bool, model: str | None
+    prompt: str | Sequence[int],
+    request: ChatRequest,
+    stop: list[str],
+    stream: bool,
+    model: str | None,
 ) -> dict[str, Any]:
-    # The shape of aleph-alpha-client's CompletionRequest.to_json(): the prompt is a list of
-    # items; a text item is {"type": "text", "data": ..., "controls": []}.
-    body: dict[str, Any] = {"prompt": [{"type": "text", "data": prompt, "controls": []}]}
+    # The shape of aleph-alpha-client's CompletionRequest.to_json(): the prompt is a list of items.
+    body: dict[str, Any] = {"prompt": _prompt_items(prompt)}
     _put(body, "model", model)
     _put(body, "maximum_tokens", request.max_tokens)
     _put(body, "temperature", request.temperature)
