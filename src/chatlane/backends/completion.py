@@ -57,9 +57,10 @@ __all__ = ["CompletionChat", "CompletionDecoder", "PromptAs"]
 PromptAs = Literal["auto", "text", "tokens"]
 """How the rendered prompt is sent: ``auto``, always ``text``, or always ``tokens``."""
 
-# Dialects whose endpoint accepts a prompt of token ids (vLLM's and OpenAI's /v1/completions take
-# a list of ints; llama.cpp's /completion takes a mixed list; Aleph Alpha a token_ids item).
-# llama-cpp-python's server only takes text, so "openai" sends text unless it is unsafe.
+# Whether "auto" sends token ids even when the text is safe. Every dialect's endpoint takes ids
+# (vLLM's /v1/completions a list of ints, llama.cpp's /completion a mixed list, Aleph Alpha a
+# token_ids item), but llama-cpp-python's /v1/completions only takes text, and Aleph Alpha
+# documents text items; those two send text unless it would be misread.
 _TOKENS_FIRST: dict[CompletionDialect, bool] = {
     "openai": False,
     "llama.cpp": True,
@@ -359,8 +360,10 @@ class CompletionChat(Backend):
                     "rendered none"
                 )
             return True
+        if self.prompt_as == "auto" and prompt.tokens and _TOKENS_FIRST[self.dialect]:
+            return True
         misread = _misread_special_text(self.format, prompt)
-        if self.prompt_as == "text":
+        if self.prompt_as == "text" or not prompt.tokens:
             if misread:
                 raise InputError(
                     f"the conversation contains text that the server would read as the control "
@@ -368,7 +371,7 @@ class CompletionChat(Backend):
                     "'auto') or remove that text"
                 )
             return False
-        return bool(prompt.tokens) and (_TOKENS_FIRST[self.dialect] or misread is not None)
+        return misread is not None
 
     def _decoder(self, request: ChatRequest) -> CompletionDecoder:
         return CompletionDecoder(
