@@ -149,11 +149,13 @@ class CompletionDecoder:
 class _ChoiceDecoder:
     """One choice: the stop-sequence cut, then the format's parser."""
 
-    __slots__ = ("_held", "_index", "_parser", "_stop_hit", "_stops", "done")
+    __slots__ = ("_firsts", "_held", "_index", "_longest", "_parser", "_stop_hit", "_stops", "done")
 
     def __init__(self, parser: StreamParser, stops: tuple[str, ...], index: int) -> None:
         self._parser = parser
         self._stops = stops
+        self._firsts = frozenset(s[0] for s in stops)
+        self._longest = max((len(s) for s in stops), default=0)
         self._index = index
         self._held = ""
         self._stop_hit: str | None = None
@@ -161,7 +163,7 @@ class _ChoiceDecoder:
 
     def _tag(self, events: Iterable[ChatEvent]) -> list[ChatEvent]:
         if self._index == 0:
-            return list(events)
+            return events if isinstance(events, list) else list(events)
         index = self._index
         return [
             e if isinstance(e, UsageReported | ResponseStarted) else _with_choice(e, index)
@@ -181,15 +183,18 @@ class _ChoiceDecoder:
         if self._stop_hit is not None:
             text = text[:cut]
         else:
-            # Hold back a tail that may be the start of a stop sequence split across pieces.
-            keep = 0
-            for stop in self._stops:
-                for n in range(min(len(stop) - 1, len(text)), keep, -1):
-                    if text.endswith(stop[:n]):
-                        keep = n
-                        break
-            if keep:
-                text, self._held = text[:-keep], text[-keep:]
+            # Hold back a tail that may be the start of a stop sequence split across pieces:
+            # the longest suffix that some stop sequence begins with. Only positions holding a
+            # stop's first character can start one, which makes plain text cheap.
+            start = max(0, len(text) - self._longest + 1)
+            found = [at for at in (text.find(c, start) for c in self._firsts) if at != -1]
+            if found:
+                for at in range(min(found), len(text)):
+                    if text[at] in self._firsts:
+                        tail = text[at:]
+                        if any(stop.startswith(tail) for stop in self._stops):
+                            text, self._held = text[:at], tail
+                            break
         return self._tag(self._parser.feed(text)) if text else []
 
     def finish(self, reason: FinishReason, stop_sequence: str | None) -> list[ChatEvent]:
