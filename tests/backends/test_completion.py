@@ -221,6 +221,20 @@ def test_aleph_alpha_nice_and_hosting(server: Harness) -> None:
         assert "nice" not in got.body
 
 
+def test_with_options_shares_the_connection_and_adds_headers(server: Harness) -> None:
+    server.script += [whole("openai", "one", "stop"), whole("openai", "two", "stop")]
+    chat = backend(server, model="a", key="sk-k")
+    other = chat.with_options(headers={"X-Team": "blue"}, model="b")
+    assert chat.chat("Hi").text == "one"
+    assert other.chat("Hi").text == "two"
+    first, second = server.received
+    assert (first.body["model"], second.body["model"]) == ("a", "b")
+    assert "x-team" not in first.headers
+    assert second.headers["x-team"] == "blue"
+    assert second.headers["authorization"] == "Bearer sk-k"
+    assert other.base_url == chat.base_url == server.url + "/v1"
+
+
 def test_api_key_is_sent_and_never_shown(server: Harness) -> None:
     server.script.append(whole("openai", "ok", "stop"))
     chat = backend(server, key="sk-secret-123")

@@ -326,9 +326,36 @@ class CompletionChat(Backend):
             async_http_client=async_http_client,
         )
 
+    @property
+    def base_url(self) -> str:
+        return self.transport.base_url
+
+    def with_options(
+        self,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        model: str | None = None,
+    ) -> CompletionChat:
+        """A backend sharing this one's connections and format, with some options replaced
+        (``headers`` and ``params`` are added to this backend's own)."""
+        return CompletionChat(
+            format=self.format,
+            dialect=self.dialect,
+            model=model if model is not None else self.model,
+            prompt_as=self.prompt_as,
+            server_adds_bos=self.server_adds_bos,
+            path=self.path,
+            transport=self.transport.with_options(
+                headers=headers, params=params, timeouts=timeouts, retry=retry
+            ),
+        )
+
     def __repr__(self) -> str:
         return (
-            f"CompletionChat(base_url={self.transport.base_url!r}, dialect={self.dialect!r}, "
+            f"CompletionChat(base_url={self.base_url!r}, dialect={self.dialect!r}, "
             f"format={self.format.name!r}, model={self.model!r})"
         )
 
