@@ -128,6 +128,10 @@ def test_the_memory_limit_holds() -> None:
     assert result.error == "MemoryError"
 
 
+@pytest.mark.skipif(
+    os.geteuid() == 0 and not isolation_available(),
+    reason="root outside a user namespace may raise its own hard limits",
+)
 def test_the_limits_cannot_be_raised_by_the_code() -> None:
     code = (
         "import resource\n"
@@ -248,3 +252,20 @@ def test_bad_settings_are_input_errors(kwargs: dict[str, float], message: str) -
 def test_code_must_be_text() -> None:
     with pytest.raises(InputError, match="code must be a str"):
         FAST.run(b"print(1)")  # type: ignore[arg-type]
+
+
+def test_asking_for_isolation_where_there_is_none_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chatlane import _sandbox
+    from chatlane.agent import run
+    from chatlane.backends.fake import Fake
+    from chatlane.errors import ToolError
+
+    monkeypatch.setattr(_sandbox, "_unshare_command", lambda: None)
+    monkeypatch.setattr("chatlane.agent.isolation_available", lambda: False)
+    with pytest.raises(ToolError, match="namespaces"):
+        Sandbox(isolate=True).run("1")
+    assert Sandbox(isolate=None).run("1 + 1").result == "2"  # runs without them
+    with pytest.raises(InputError, match="isolate=None to run without them"):
+        run(Fake(["x"]), "go", code_interpreter=Sandbox(isolate=True))

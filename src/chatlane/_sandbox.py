@@ -7,7 +7,8 @@ Code never runs in the caller's process. Each run starts a fresh interpreter
 - a wall-clock time limit (the whole process group is killed when it runs out), backed by a
   CPU-time limit;
 - an address-space limit (``RLIMIT_AS``) and a limit on the size of files it writes, set as
-  hard limits inside the child before the code runs, so the code cannot raise them again;
+  hard limits inside the child before the code runs, so the code cannot raise them again
+  (unless it runs as root outside a user namespace);
 - stdout and stderr written to files (so a runaway ``print`` loop cannot fill the caller's
   memory) and cut to ``max_output`` characters; the value of a final expression is
   captured as its ``repr``, as in a notebook.

@@ -61,7 +61,7 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, ClassVar, Literal, Self, TypeAlias
 
-from chatlane._sandbox import Sandbox, SandboxResult
+from chatlane._sandbox import Sandbox, SandboxResult, isolation_available
 from chatlane.backends.base import Backend
 from chatlane.errors import ChatlaneError, InputError, StreamInterrupted, StructuredOutputError
 from chatlane.events import ChatEvent
@@ -458,6 +458,11 @@ class _Loop:
                     f"got {type(code_interpreter).__name__}"
                 )
             sandbox = code_interpreter
+            if sandbox.isolate and not isolation_available():
+                raise InputError(
+                    "the Sandbox asks for isolation (isolate=True), but unprivileged "
+                    "namespaces are not available here; use isolate=None to run without them"
+                )
             functions["code_interpreter"] = sandbox.arun if self.asynchronous else sandbox.run
         for name, function in (("brave_search", brave_search), ("wolfram_alpha", wolfram_alpha)):
             if function is not None:

@@ -9,6 +9,7 @@ ChatlaneError
 ├── ParseError (also a ValueError)        what a server or model produced cannot be read
 │   └── StructuredOutputError             the output does not validate against response_format
 ├── ToolError                             running a tool failed (the agent loop)
+├── AgentError (in chatlane.agent)        a run of the agent loop could not go on; has .result
 ├── EngineError                           the embedded engine cannot load or run a model
 ├── TransportError                        the request did not complete
 │   ├── ConnectError                      no connection could be made

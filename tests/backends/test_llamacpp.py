@@ -98,15 +98,16 @@ def test_async_twins_match_the_sync_methods(engine: LlamaCpp) -> None:
 
 def test_closing_a_stream_stops_generation(engine: LlamaCpp) -> None:
     prompt = engine.render("Go on forever.")
-    stream = engine.stream("Go on forever.", max_tokens=900, extra=NO_END)
+    stream = engine.stream("Go on forever.", max_tokens=900, seed=5, extra=NO_END)
     deltas = 0
     for event in stream:
         deltas += isinstance(event, TextDelta)
         if deltas == 3:
             break
     stream.close()
-    # llama.cpp evaluated the prompt and only the few tokens read, not 900.
-    assert engine.llama.n_tokens <= len(prompt.tokens) + 6
+    # llama.cpp evaluated the prompt and about the few tokens read (a token can end inside
+    # a UTF-8 character and show no text yet), not 900.
+    assert engine.llama.n_tokens <= len(prompt.tokens) + 40
     # The engine is free again at once.
     assert engine.chat("Hi", max_tokens=2, extra=NO_END).usage.completion_tokens == 2  # type: ignore[union-attr]
 
@@ -118,7 +119,9 @@ def test_cancelling_an_async_stream_stops_generation(engine: LlamaCpp) -> None:
         seen = asyncio.Event()
 
         async def consume() -> None:
-            async for event in engine.astream("Go on forever.", max_tokens=900, extra=NO_END):
+            async for event in engine.astream(
+                "Go on forever.", max_tokens=900, seed=5, extra=NO_END
+            ):
                 if isinstance(event, TextDelta):
                     seen.set()
 

@@ -186,6 +186,28 @@ def test_forced_tool_calls_parse_back_into_valid_calls(engine: LlamaCpp, choice:
             assert call.name == choice
 
 
+class Place(BaseModel):
+    city: str = Field(max_length=8)
+    zone: int = Field(ge=0, le=23)
+
+
+class Trip(BaseModel):
+    """Plan a trip."""
+
+    start: Place
+    stops: list[Place] = Field(max_length=2)
+    mode: Literal["train", "bike"]
+
+
+def test_forced_calls_of_a_tool_with_nested_models_validate(engine: LlamaCpp) -> None:
+    trip = Tool.from_model(Trip)
+    assert "$defs" in trip.parameters  # nested models are references
+    for seed in range(5):
+        response = engine.chat("Plan.", tools=[trip], tool_choice="trip", seed=seed, max_tokens=200)
+        [call] = response.tool_calls
+        assert isinstance(trip.validate_arguments(call.arguments), Trip)
+
+
 def test_a_streamed_forced_call_is_the_same_call(engine: LlamaCpp) -> None:
     request = ChatRequest.coerce(
         "Help.", tools=[WEATHER, TIME], tool_choice="required", seed=4, max_tokens=120
@@ -257,15 +279,31 @@ def test_a_json_object_response_format_allows_any_object(engine: LlamaCpp) -> No
 
 
 def test_closed_schema_forbids_extra_keys_and_changes_nothing_else() -> None:
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
-        "properties": {"a": {"type": "object", "properties": {}}, "b": {"type": "string"}},
+        "properties": {
+            "a": {"type": "object", "properties": {}},
+            "b": {"type": "string"},
+            # Properties named like keywords stay properties.
+            "properties": {"type": "integer"},
+            "type": {"enum": ["x"]},
+            "list": {"type": "array", "items": {"type": "object"}},
+            "either": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+        },
         "required": ["b"],
+        "$defs": {"Inner": {"type": "object", "properties": {"c": {"type": "integer"}}}},
     }
     closed = closed_schema(schema)
     assert closed["additionalProperties"] is False
-    assert closed["properties"]["a"]["additionalProperties"] is False
+    props = closed["properties"]
+    assert props["a"]["additionalProperties"] is False
+    assert props["properties"] == {"type": "integer"}
+    assert props["type"] == {"enum": ["x"]}
+    assert props["list"]["items"]["additionalProperties"] is False
+    assert props["either"]["anyOf"][0]["additionalProperties"] is False
+    assert closed["$defs"]["Inner"]["additionalProperties"] is False
     assert closed["required"] == ["b"]
+    assert schema["properties"]["a"] == {"type": "object", "properties": {}}  # not mutated
     assert closed_schema({"type": "object", "additionalProperties": True})["additionalProperties"]
 
 
@@ -329,3 +367,22 @@ def test_an_unusable_schema_is_a_schema_error(engine: LlamaCpp) -> None:
     bad = {"type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}, "required": ["x"]}
     with pytest.raises(SchemaError, match="cannot be turned into a grammar"):
         engine.chat("x", response_format=bad, max_tokens=5)
+
+
+def test_a_nested_pydantic_response_format_validates(engine: LlamaCpp) -> None:
+    for seed in range(3):
+        response = engine.chat("Plan.", response_format=Trip, seed=seed, max_tokens=200)
+        assert isinstance(response.parsed, Trip)
+
+
+@pytest.mark.parametrize(("flexible", "accepted"), [(False, False), (True, True)])
+def test_flexible_whitespace_is_a_choice(engine: LlamaCpp, flexible: bool, accepted: bool) -> None:
+    import llguidance
+
+    request = ChatRequest.coerce("x", response_format=SCHEMAS["enums and booleans"])
+    found = grammar_for(request, "json", flexible_whitespace=flexible)
+    assert found is not None
+    matcher = llguidance.LLMatcher(engine._tokenizer(), found[0])
+    spaced = '{ "unit" : "kelvin",\n  "level": 2, "ok": true }'
+    tokens = engine.llama.tokenize(spaced.encode(), add_bos=False)
+    assert (matcher.consume_tokens(tokens) and matcher.is_accepting()) is accepted

@@ -51,17 +51,31 @@ def closed_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     """
 
     def close(node: Any) -> Any:
-        if isinstance(node, list):
-            return [close(item) for item in node]
         if not isinstance(node, Mapping):
             return node
-        out = {key: close(value) for key, value in node.items()}
+        out = dict(node)
+        # Recurse only where JSON Schema keeps subschemas, so that a property that happens
+        # to be called "properties" or "type" is never taken for a keyword.
+        for key in _SCHEMA_MAPS:
+            if isinstance(out.get(key), Mapping):
+                out[key] = {name: close(sub) for name, sub in out[key].items()}
+        for key in _SCHEMA_LISTS:
+            if isinstance(out.get(key), list):
+                out[key] = [close(sub) for sub in out[key]]
+        for key in _SCHEMA_ONE:
+            if isinstance(out.get(key), Mapping):
+                out[key] = close(out[key])
         if out.get("type") == "object" or "properties" in out:
             out.setdefault("additionalProperties", False)
         return out
 
     result: dict[str, Any] = close(schema)
     return result
+
+
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
 
 
 def _forced_tools(request: ChatRequest) -> list[Tool] | None:
@@ -99,16 +113,19 @@ def _call_rule(
         # Llama 3's JSON tool calls, as the format writes them into the conversation:
         # {"type": "function", "name": ..., "parameters": {...}} (llama-models' ChatFormat)
         # or {"name": ..., "parameters": {...}} (the Hugging Face templates).
+        # The parameters' local "$ref"s point at their root: lift its definitions to ours.
+        inner = {k: v for k, v in closed.items() if k not in ("$defs", "definitions")}
         properties: dict[str, Any] = {}
         if typed_json_calls:
             properties["type"] = {"const": "function"}
         properties["name"] = {"const": tool.name}
-        properties["parameters"] = closed
-        schema = {
+        properties["parameters"] = inner
+        schema: dict[str, Any] = {
             "type": "object",
             "properties": properties,
             "required": list(properties),
             "additionalProperties": False,
+            **{k: closed[k] for k in ("$defs", "definitions") if k in closed},
             "x-guidance": dict(options),
         }
         return f"%json {json.dumps(schema)}"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chatlane.errors import ChatlaneError
+from chatlane.formats.tokenizer import SPECIAL_TOKENS, TokenizerNotFound, default_tokenizer_path
 
 __all__ = ["TINY_MODEL_NAME", "model_cache_dir", "tiny_llama3_gguf"]
 
@@ -39,23 +40,9 @@ _KV_HEADS = 2
 _FFN = 128
 _CONTEXT = 8192
 
-# Llama 3's 256 special tokens follow the 128,000 BPE tokens, in this order
-# (llama_models/llama3/tokenizer.py); the rest are reserved_special_token_2 ... _247.
-_SPECIAL = [
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|reserved_special_token_0|>",
-    "<|reserved_special_token_1|>",
-    "<|finetune_right_pad_id|>",
-    "<|step_id|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eom_id|>",
-    "<|eot_id|>",
-    "<|python_tag|>",
-    "<|image|>",
-]
-_N_SPECIAL = 256
+# Llama 3's 256 special tokens follow the 128,000 BPE tokens, in id order.
+_SPECIAL = list(SPECIAL_TOKENS)
+_N_SPECIAL = len(_SPECIAL)
 
 # A short Llama 3 chat template, so that the file looks like a Llama 3 model to tools that
 # read it (chatlane renders prompts itself and does not use it).
@@ -107,6 +94,7 @@ def tiny_llama3_gguf(cache_dir: str | os.PathLike[str] | None = None, *, seed: i
     os.close(fd)
     try:
         _write_gguf(Path(tmp), tokens, merges, seed, gguf, np)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is for every user
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -116,13 +104,11 @@ def tiny_llama3_gguf(cache_dir: str | os.PathLike[str] | None = None, *, seed: i
 
 def _tokenizer_file() -> Path:
     try:
-        import llama_models.llama3 as llama3_package
-    except ImportError as e:
+        return default_tokenizer_path()
+    except TokenizerNotFound as e:
         raise ChatlaneError(
-            "building the tiny test model needs Meta's Llama 3 tokenizer from the "
-            "'llama-models' package: pip install --no-deps llama-models==0.3.0"
+            f"building the tiny test model needs Meta's Llama 3 tokenizer: {e}"
         ) from e
-    return Path(llama3_package.__file__).parent / "tokenizer.model"
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -172,8 +158,7 @@ def _llama3_vocabulary() -> tuple[list[str], list[str]]:
         tokens[rank] = "".join(spell[b] for b in token)
         for left, right in _merges_of(ranks, token):
             merges.append("".join(spell[b] for b in left) + " " + "".join(spell[b] for b in right))
-    reserved = (f"<|reserved_special_token_{2 + i}|>" for i in range(_N_SPECIAL - len(_SPECIAL)))
-    tokens += [*_SPECIAL, *reserved]
+    tokens += _SPECIAL
     return tokens, merges
 
 
