@@ -223,9 +223,7 @@ def _server_reason(event: Finished, server: FinishReason, stop: str | None) -> F
     """The parser knows tool calls, stops and truncation; the server may know more (a content
     filter, an ending it invented, or that it never said how the output ended)."""
     reason = event.finish_reason
-    if server in (FinishReason.STOP, FinishReason.LENGTH) or reason == FinishReason.TOOL_CALLS:
-        pass
-    else:
+    if server not in (FinishReason.STOP, FinishReason.LENGTH) and reason != FinishReason.TOOL_CALLS:
         reason = server
     if stop is not None and event.stop_sequence is None:
         return Finished(reason, event.choice, stop)
