@@ -536,11 +536,14 @@ def test_cancelling_an_async_stream_ends_the_request(server: Harness) -> None:
     chat = backend(server, "aleph-alpha")
 
     async def run() -> str:
-        async with chat.astream("Talk") as stream:
-            async for event in stream:
-                if isinstance(event, TextDelta):
-                    return event.text
-        return ""
+        try:
+            async with chat.astream("Talk") as stream:
+                async for event in stream:
+                    if isinstance(event, TextDelta):
+                        return event.text
+            return ""
+        finally:
+            await chat.aclose()
 
     assert asyncio.run(run()) == "w0 "
     # The server saw the client go away long before its 200 pieces (2 s) were sent.

@@ -4,19 +4,23 @@ out, and tool calls come back out of the raw text, streamed or not."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from completion_support import Harness
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from chatlane.backends.completion import CompletionChat
+from chatlane.backends.completion import CompletionChat, CompletionDecoder
 from chatlane.events import Finished, TextDelta, ToolCallDone, ToolCallStarted, accumulate
 from chatlane.formats.llama3 import Llama3
 from chatlane.messages import user
 from chatlane.request import ChatRequest
 from chatlane.response import FinishReason
 from chatlane.tools import Tool, brave_search
+from chatlane.wire.completions import CompletionPiece
 from support import Reply, ScriptedServer
 
 DATE = "21 September 2024"
@@ -172,10 +176,46 @@ def test_async_stream_of_a_call(server: Harness) -> None:
     async def run() -> Any:
         stream = chat.astream("Weather?", tools=[WEATHER])
         events = [e async for e in stream]
-        return events, await stream.get_response()
+        response = await stream.get_response()
+        await chat.aclose()
+        return events, response
 
     events, response = asyncio.run(run())
     assert [e.finish_reason for e in events if isinstance(e, Finished)] == ["tool_calls"]
     assert any(isinstance(e, ToolCallDone) for e in events)
     assert response.tool_calls[0].arguments == {"city": "Paris"}
     assert response.finish_reason == FinishReason.TOOL_CALLS
+
+
+RAW_OUTPUTS = [
+    CALL + "<|eom_id|>",
+    "Let me check. " + CALL + "<|eot_id|>",
+    '<|python_tag|>brave_search.call(query="a < b <|eo")<|eom_id|>',
+    "Plain prose, with <| and < signs, then the end.<|eot_id|>ignored",
+    "Cut off mid-" + CALL[:20],
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(raw=st.sampled_from(RAW_OUTPUTS), cuts=st.lists(st.integers(0, 120), max_size=10))
+def test_any_split_of_a_llama_output_reads_as_the_whole(raw: str, cuts: list[int]) -> None:
+    fmt = Llama3(date=DATE)
+    request = ChatRequest((user("x"),), tools=(WEATHER, brave_search))
+
+    def read(pieces: list[str]) -> Any:
+        decoder = CompletionDecoder(fmt, request, fmt.stop_sequences)
+        events = []
+        for piece in pieces:
+            events += decoder.feed(CompletionPiece(piece))
+        events += decoder.feed(CompletionPiece(finish_reason=FinishReason.STOP))
+        events += decoder.finish()
+        return accumulate(events)
+
+    bounds = sorted({c for c in cuts if c < len(raw)} | {0, len(raw)})
+    split = read([raw[a:b] for a, b in itertools.pairwise(bounds)])
+    whole = read([raw])
+    assert split.text == whole.text
+    assert [(c.name, c.arguments) for c in split.tool_calls] == [
+        (c.name, c.arguments) for c in whole.tool_calls
+    ]
+    assert (split.finish_reason, split.stop_sequence) == (whole.finish_reason, whole.stop_sequence)
