@@ -59,10 +59,14 @@ _MONTHS = (
 
 # -- JSON helpers ------------------------------------------------------------------------
 
+# The C encoder behind json.dumps(str, ensure_ascii=False).
+_encode_str = json.encoder.encode_basestring
+
 
 def json_inner(text: str) -> str:
     """``text`` as the inside of a JSON string (quotes, backslashes and controls escaped)."""
-    return json.dumps(text, ensure_ascii=False)[1:-1]
+    # json.dumps(text, ensure_ascii=False) without its Python-level dispatch.
+    return str(_encode_str(text))[1:-1]
 
 
 def jinja_tojson(value: Any) -> str:
@@ -112,42 +116,70 @@ def meta_builtin_block(tools: Sequence[Tool], *, environment: bool) -> str:
     return "Environment: ipython\n"
 
 
+_JSON_TOOLS_HEAD = (
+    "Answer the user's question by making use of the following functions if needed.\n"
+    "If none of the function can be used, please say so.\n"
+    "Here is a list of functions in JSON format:\n"
+)
+_JSON_TOOL_OPEN = '{\n    "type": "function",\n    "function": {\n'
+_JSON_TOOL_PARAMETERS = (
+    '        "parameters": {\n            "type": "object",\n            "properties": [\n'
+)
+_JSON_PROPERTY_OPEN = "                {\n"
+_JSON_PROPERTY_TYPE = '                        "type": "object",\n'
+_JSON_PROPERTY_CLOSE = "                    }\n                }\n"
+_JSON_PROPERTY_CLOSE_NEXT = "                    }\n                },\n"
+_JSON_PROPERTIES_CLOSE = "            ],\n"
+_JSON_TOOL_CLOSE = "        }\n    }\n}\n"
+_JSON_TOOLS_TAIL = "\nReturn function calls in JSON format."
+
+FIXED_TEXTS = (
+    _JSON_TOOLS_HEAD,
+    _JSON_TOOL_OPEN,
+    _JSON_TOOL_PARAMETERS,
+    _JSON_PROPERTY_OPEN,
+    _JSON_PROPERTY_TYPE,
+    _JSON_PROPERTY_CLOSE,
+    _JSON_PROPERTY_CLOSE_NEXT,
+    _JSON_PROPERTIES_CLOSE,
+    _JSON_TOOL_CLOSE,
+    _JSON_TOOL_CLOSE + _JSON_TOOLS_TAIL,
+    _JSON_TOOLS_HEAD + _JSON_TOOLS_TAIL,
+)
+"""The fixed lines of the tool-definition prompts, whose tokens the tokenizer precomputes."""
+
+
 def meta_json_tools(tools: Sequence[Tool]) -> str:
     """llama-models' JsonCustomToolGenerator (the 3.1 "JSON based tool calling" prompt)."""
-    out = [
-        "Answer the user's question by making use of the following functions if needed.\n"
-        "If none of the function can be used, please say so.\n"
-        "Here is a list of functions in JSON format:\n"
-    ]
+    return "".join(meta_json_tools_lines(tools))
+
+
+def meta_json_tools_lines(tools: Sequence[Tool]) -> list[str]:
+    """`meta_json_tools` as its lines (each fixed line as it is in `FIXED_TEXTS`): the
+    tokenizer's ``encode_lines`` tokenizes them one by one, and only the variable ones need
+    tiktoken."""
+    out = [_JSON_TOOLS_HEAD]
     for tool in tools:
+        out.append(_JSON_TOOL_OPEN)
+        out.append(f'        "name": "{json_inner(tool.name)}",\n')
+        out.append(f'        "description": "{json_inner(tool.description or "")}",\n')
+        out.append(_JSON_TOOL_PARAMETERS)
         props = _properties(tool)
-        items = ",".join(
-            "\n                {\n"
-            f'                    "{json_inner(name)}": {{\n'
-            '                        "type": "object",\n'
-            f'                        "description": "{json_inner(str(schema.get("description", "")))}"\n'
-            "                    }\n"
-            "                }"
-            for name, schema, _ in props
-        )
+        last = len(props) - 1
+        for i, (name, schema, _) in enumerate(props):
+            out.append(_JSON_PROPERTY_OPEN)
+            out.append(f'                    "{json_inner(name)}": {{\n')
+            out.append(_JSON_PROPERTY_TYPE)
+            description = json_inner(str(schema.get("description", "")))
+            out.append(f'                        "description": "{description}"\n')
+            out.append(_JSON_PROPERTY_CLOSE if i == last else _JSON_PROPERTY_CLOSE_NEXT)
+        out.append(_JSON_PROPERTIES_CLOSE)
         required = [name for name, _, req in props if req]
-        out.append(
-            "{\n"
-            '    "type": "function",\n'
-            '    "function": {\n'
-            f'        "name": "{json_inner(tool.name)}",\n'
-            f'        "description": "{json_inner(tool.description or "")}",\n'
-            '        "parameters": {\n'
-            '            "type": "object",\n'
-            f'            "properties": [{items}\n'
-            "            ],\n"
-            f'            "required": {jinja_tojson(required)}\n'
-            "        }\n"
-            "    }\n"
-            "}\n"
-        )
-    out.append("\nReturn function calls in JSON format.")
-    return "".join(out)
+        out.append(f'            "required": {jinja_tojson(required)}\n')
+        out.append(_JSON_TOOL_CLOSE)
+    # The blank line before the tail starts no line of its own: joined to the line before.
+    out[-1] += _JSON_TOOLS_TAIL
+    return out
 
 
 def meta_function_tag_tools(tools: Sequence[Tool]) -> str:
@@ -327,9 +359,6 @@ def hf_tojson(value: Any, indent: int | None = None) -> str:
     if indent is not None:
         return dumps_indented(value, " " * indent)
     return json.dumps(value, ensure_ascii=False)
-
-
-_encode_str = json.encoder.encode_basestring
 
 
 def dumps_indented(value: Any, step: str, prefix: str = "") -> str:

@@ -63,6 +63,20 @@ Version: TypeAlias = Literal["3.1", "3.2", "3.3"]
 Profile: TypeAlias = Literal["meta", "hf"]
 ToolFormat: TypeAlias = Literal["json", "function_tag", "pythonic"]
 
+
+class _Lines(str):
+    """Text written line by line (tool definitions): the text, with its lines in ``lines``
+    for `Llama3Tokenizer.encode_lines`. A str, so that it reads as its text everywhere."""
+
+    lines: list[str]
+
+
+def _lines(lines: list[str]) -> _Lines:
+    text = _Lines("".join(lines))
+    text.lines = lines
+    return text
+
+
 # A rendered piece: a special token id, or text.
 _Piece: TypeAlias = int | str
 
@@ -363,7 +377,8 @@ class Llama3:
         if not tokenize:
             special = _SPECIAL_TEXT
             return _Rendered("".join([p if isinstance(p, str) else special[p] for p in pieces]), ())
-        encode = self.tokenizer.encode
+        tokenizer = self.tokenizer
+        encode = tokenizer.encode
         text: list[str] = []
         tokens: list[int] = []
         merge = self.profile == "hf"
@@ -373,6 +388,8 @@ class Llama3:
                 text.append(piece)
                 if merge:
                     pending.append(piece)
+                elif type(piece) is _Lines:
+                    tokens.extend(tokenizer.encode_lines(piece.lines))
                 elif piece:
                     tokens.extend(encode(piece))
             else:
@@ -538,7 +555,7 @@ class Llama3:
             return P.meta_function_tag_tools(custom)
         if self.tool_format == "pythonic":
             return P.meta_pythonic_tools(custom)
-        return P.meta_json_tools(custom)
+        return _lines(P.meta_json_tools_lines(custom))
 
     def _meta_message(self, message: Message, continuing: bool) -> list[_Piece]:
         role = "ipython" if message.role is _TOOL else message.role.value
