@@ -1,8 +1,8 @@
 """The tokenizer's fast paths give Meta's tokens exactly.
 
 `Llama3Tokenizer.encode` takes a lookahead-free copy of Llama 3's regex for texts without two
-whitespace characters in a row (other than line breaks), and `encode_lines` tokenizes a text
-line by line (fixed lines from a precomputed table, indents apart). Each test compares with
+whitespace characters in a row (other than line breaks), and `encode_segments` tokenizes tool
+definitions cut into fixed texts (from a precomputed table) and values. Each test compares with
 Meta's tokenizer (one tiktoken call on the whole text, the exact regex), on the characters
 where the regexes could part: every kind of whitespace, line breaks, digits, apostrophes.
 """
@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
 
 from chatlane.errors import InputError
-from chatlane.formats._llama3_prompts import FIXED_TEXTS
+from chatlane.formats._llama3_prompts import FIXED_TEXTS, meta_json_tools_segments
 from chatlane.formats.tokenizer import Llama3Tokenizer, load_tokenizer
+from chatlane.tools import Tool
 
 # Unicode's White_Space characters (what the Rust regex's \s means), and near misses.
 WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -61,38 +62,53 @@ def test_every_whitespace_character_splits_as_meta_s(
             assert tok.encode(text) == meta_tokens(meta, text), (hex(code), text)
 
 
-lines = st.builds(
-    lambda indent, body, end: " " * indent + body + end,
-    st.sampled_from([0, 0, 1, 2, 4, 8, 16, 24, 40]),
-    texts,
-    st.sampled_from(["\n", "\n", "\n\n", "", " \n", "\r\n"]),
+values = st.text(st.sampled_from(ALPHABET + "\\<>&"), max_size=12)
+properties = st.dictionaries(
+    values, st.fixed_dictionaries({}, optional={"description": values}), max_size=3
+)
+tools = st.lists(
+    st.builds(
+        lambda name, description, props, required: Tool.from_schema(
+            name,
+            {
+                "type": "object",
+                "properties": props,
+                "required": [p for p in props if required],
+            },
+            description,
+        ),
+        st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True),
+        st.one_of(st.none(), values),
+        properties,
+        st.booleans(),
+    ),
+    max_size=3,
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(chunks=st.lists(st.one_of(lines, st.sampled_from(FIXED_TEXTS)), max_size=8))
-def test_encode_lines_is_the_whole_text_s_tokens(
-    meta: MetaTokenizer, tok: Llama3Tokenizer, chunks: list[str]
+@settings(max_examples=300, deadline=None)
+@given(tools=tools)
+def test_tool_definitions_cut_where_the_regex_always_cuts(
+    meta: MetaTokenizer, tok: Llama3Tokenizer, tools: list[Tool]
 ) -> None:
-    assert tok.encode_lines(chunks) == meta_tokens(meta, "".join(chunks))
+    segments = meta_json_tools_segments(tools)
+    assert all(s in FIXED_TEXTS for s in segments[::2])
+    assert tok.encode_segments(segments) == meta_tokens(meta, "".join(segments))
 
 
 def test_fixed_texts_are_meta_s(meta: MetaTokenizer, tok: Llama3Tokenizer) -> None:
     for text in FIXED_TEXTS:
-        assert tok.encode_lines([text]) == meta_tokens(meta, text)
-        assert tok.encode_lines(["x\n", text]) == meta_tokens(meta, "x\n" + text)
+        assert tok.encode(text) == meta_tokens(meta, text)
 
 
-def test_encode_lines_of_a_long_text_cuts_where_meta_cuts(
-    meta: MetaTokenizer, tok: Llama3Tokenizer
-) -> None:
-    chunks = ["a" * 20_000 + "\n", "b" * 20_000 + "\n", " " * 30 + "c"]
-    assert tok.encode_lines(chunks) == meta_tokens(meta, "".join(chunks))
+def test_long_segments_are_cut_where_meta_cuts(meta: MetaTokenizer, tok: Llama3Tokenizer) -> None:
+    segments = ["a" * 20_000 + '":', ' "' + "b" * 20_000 + "\n", " " * 30 + "c"]
+    assert tok.encode_segments(segments) == meta_tokens(meta, "".join(segments))
 
 
-def test_encode_lines_takes_text_only(tok: Llama3Tokenizer) -> None:
+def test_encode_segments_takes_text_only(tok: Llama3Tokenizer) -> None:
     with pytest.raises(InputError, match="encodes str, got int"):
-        tok.encode_lines(["a\n", 3])  # type: ignore[list-item]
+        tok.encode_segments(["a\n", 3])  # type: ignore[list-item]
 
 
 def test_lone_surrogates_are_replaced_as_meta_does(
@@ -100,4 +116,4 @@ def test_lone_surrogates_are_replaced_as_meta_does(
 ) -> None:
     text = "a\ud800b c"
     assert tok.encode(text) == meta_tokens(meta, text)
-    assert tok.encode_lines([text + "\n", "  x"]) == meta_tokens(meta, text + "\n  x")
+    assert tok.encode_segments([text]) == meta_tokens(meta, text)

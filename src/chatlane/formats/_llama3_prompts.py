@@ -121,63 +121,74 @@ _JSON_TOOLS_HEAD = (
     "If none of the function can be used, please say so.\n"
     "Here is a list of functions in JSON format:\n"
 )
-_JSON_TOOL_OPEN = '{\n    "type": "function",\n    "function": {\n'
-_JSON_TOOL_PARAMETERS = (
-    '        "parameters": {\n            "type": "object",\n            "properties": [\n'
-)
-_JSON_PROPERTY_OPEN = "                {\n"
-_JSON_PROPERTY_TYPE = '                        "type": "object",\n'
-_JSON_PROPERTY_CLOSE = "                    }\n                }\n"
-_JSON_PROPERTY_CLOSE_NEXT = "                    }\n                },\n"
-_JSON_PROPERTIES_CLOSE = "            ],\n"
-_JSON_TOOL_CLOSE = "        }\n    }\n}\n"
 _JSON_TOOLS_TAIL = "\nReturn function calls in JSON format."
+# The fixed text between the variable values of JSON tool definitions. Each piece ends
+# where Llama 3's regex ends a piece whatever follows: after ``":`` (a value follows after a
+# space) or after an indent's first spaces (the last space goes with the value's quote).
+_JSON_TOOL_OPEN = '{\n    "type": "function",\n    "function": {\n        "name":'
+_JSON_DESCRIPTION = '        "description":'
+_JSON_PARAMETERS = (
+    '        "parameters": {\n            "type": "object",\n            "properties": ['
+)
+_JSON_PROPERTY_OPEN = "\n                {\n" + " " * 19
+_JSON_PROPERTY_TYPE = (
+    '                        "type": "object",\n                        "description":'
+)
+_JSON_PROPERTY_CLOSE = "                    }\n                }"
+_JSON_REQUIRED = '\n            ],\n            "required":'
+_JSON_TOOL_CLOSE = "        }\n    }\n}\n"
 
 FIXED_TEXTS = (
-    _JSON_TOOLS_HEAD,
-    _JSON_TOOL_OPEN,
-    _JSON_TOOL_PARAMETERS,
-    _JSON_PROPERTY_OPEN,
-    _JSON_PROPERTY_TYPE,
-    _JSON_PROPERTY_CLOSE,
-    _JSON_PROPERTY_CLOSE_NEXT,
-    _JSON_PROPERTIES_CLOSE,
-    _JSON_TOOL_CLOSE,
-    _JSON_TOOL_CLOSE + _JSON_TOOLS_TAIL,
+    _JSON_TOOLS_HEAD + _JSON_TOOL_OPEN,
     _JSON_TOOLS_HEAD + _JSON_TOOLS_TAIL,
+    _JSON_TOOL_CLOSE + _JSON_TOOL_OPEN,
+    _JSON_TOOL_CLOSE + _JSON_TOOLS_TAIL,
+    _JSON_DESCRIPTION,
+    _JSON_PARAMETERS + _JSON_PROPERTY_OPEN,
+    _JSON_PARAMETERS + _JSON_REQUIRED,
+    _JSON_PROPERTY_TYPE,
+    _JSON_PROPERTY_CLOSE + "," + _JSON_PROPERTY_OPEN,
+    _JSON_PROPERTY_CLOSE + _JSON_REQUIRED,
 )
-"""The fixed lines of the tool-definition prompts, whose tokens the tokenizer precomputes."""
+"""The fixed texts of tool-definition prompts, whose tokens the tokenizer precomputes."""
 
 
 def meta_json_tools(tools: Sequence[Tool]) -> str:
     """llama-models' JsonCustomToolGenerator (the 3.1 "JSON based tool calling" prompt)."""
-    return "".join(meta_json_tools_lines(tools))
+    return "".join(meta_json_tools_segments(tools))
 
 
-def meta_json_tools_lines(tools: Sequence[Tool]) -> list[str]:
-    """`meta_json_tools` as its lines (each fixed line as it is in `FIXED_TEXTS`): the
-    tokenizer's ``encode_lines`` tokenizes them one by one, and only the variable ones need
-    tiktoken."""
+def meta_json_tools_segments(tools: Sequence[Tool]) -> list[str]:
+    """`meta_json_tools` cut where Llama 3's regex always ends a piece: fixed texts (from
+    `FIXED_TEXTS`, at even places) and values (at odd places), so that the tokens of the
+    whole text are the tokens of its segments, each tokenized on its own.
+
+    Each value starts with a space before a quote or bracket and, where a line follows,
+    ends with its line break. A fixed text before a value ends with ``":`` (no piece runs
+    from punctuation across a space) or with all but the last space of an indent (a run of
+    spaces before a non-space leaves its last space to the next piece); a line after a line
+    break always starts a piece. tests/formats/test_tokenizer_paths.py checks the cuts
+    against Meta's tokenizer on the whole text.
+    """
     out = [_JSON_TOOLS_HEAD]
     for tool in tools:
-        out.append(_JSON_TOOL_OPEN)
-        out.append(f'        "name": "{json_inner(tool.name)}",\n')
-        out.append(f'        "description": "{json_inner(tool.description or "")}",\n')
-        out.append(_JSON_TOOL_PARAMETERS)
+        out[-1] += _JSON_TOOL_OPEN
+        out.append(f' "{json_inner(tool.name)}",\n')
+        out.append(_JSON_DESCRIPTION)
+        out.append(f' "{json_inner(tool.description or "")}",\n')
+        out.append(_JSON_PARAMETERS)
         props = _properties(tool)
-        last = len(props) - 1
-        for i, (name, schema, _) in enumerate(props):
-            out.append(_JSON_PROPERTY_OPEN)
-            out.append(f'                    "{json_inner(name)}": {{\n')
+        for name, schema, _ in props:
+            out[-1] += _JSON_PROPERTY_OPEN
+            out.append(f' "{json_inner(name)}": {{\n')
             out.append(_JSON_PROPERTY_TYPE)
-            description = json_inner(str(schema.get("description", "")))
-            out.append(f'                        "description": "{description}"\n')
-            out.append(_JSON_PROPERTY_CLOSE if i == last else _JSON_PROPERTY_CLOSE_NEXT)
-        out.append(_JSON_PROPERTIES_CLOSE)
-        required = [name for name, _, req in props if req]
-        out.append(f'            "required": {jinja_tojson(required)}\n')
+            out.append(f' "{json_inner(str(schema.get("description", "")))}"\n')
+            out.append(_JSON_PROPERTY_CLOSE + ",")
+        if props:
+            out[-1] = _JSON_PROPERTY_CLOSE
+        out[-1] += _JSON_REQUIRED
+        out.append(f" {jinja_tojson([name for name, _, req in props if req])}\n")
         out.append(_JSON_TOOL_CLOSE)
-    # The blank line before the tail starts no line of its own: joined to the line before.
     out[-1] += _JSON_TOOLS_TAIL
     return out
 

@@ -22,7 +22,8 @@ import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from itertools import accumulate, chain
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
 from chatlane.errors import InputError, MessageError
 from chatlane.formats import _llama3_prompts as P
@@ -64,16 +65,17 @@ Profile: TypeAlias = Literal["meta", "hf"]
 ToolFormat: TypeAlias = Literal["json", "function_tag", "pythonic"]
 
 
-class _Lines(str):
-    """Text written line by line (tool definitions): the text, with its lines in ``lines``
-    for `Llama3Tokenizer.encode_lines`. A str, so that it reads as its text everywhere."""
+class _Segments(str):
+    """Text cut where the tokenizer's regex always ends a piece (tool definitions): the
+    text, with its segments in ``segments`` for `Llama3Tokenizer.encode_segments`. A str,
+    so that it reads as its text everywhere."""
 
-    lines: list[str]
+    segments: list[str]
 
 
-def _lines(lines: list[str]) -> _Lines:
-    text = _Lines("".join(lines))
-    text.lines = lines
+def _segments(segments: list[str]) -> _Segments:
+    text = _Segments("".join(segments))
+    text.segments = segments
     return text
 
 
@@ -92,9 +94,22 @@ _SPECIAL_TEXT = {
 
 _CACHE_SIZE = 4096
 
+# The role a message's header names in the meta profile (tool results are ``ipython``).
+_META_ROLE = {
+    Role.SYSTEM: "system",
+    Role.USER: "user",
+    Role.ASSISTANT: "assistant",
+    Role.TOOL: "ipython",
+}
+_HEADER_TEXT = {
+    name: f"<|start_header_id|>{name}<|end_header_id|>\n\n"
+    for name in ("system", "user", "assistant", "ipython")
+}
 
-@dataclass(frozen=True, slots=True)
-class _Rendered:
+
+class _Rendered(NamedTuple):
+    # A NamedTuple rather than a frozen dataclass: a prompt builds one per message, and a
+    # frozen dataclass's __init__ costs several times more.
     text: str
     tokens: tuple[int, ...]
 
@@ -235,26 +250,23 @@ class Llama3:
             n = min(len(old), len(parts))
             while k < n and old[k] is parts[k]:
                 k += 1
-        tokens: list[int] = []
-        texts: list[str] = []
-        for part in parts[k:]:
-            tokens.extend(part.tokens)
-            texts.append(part.text)
+        new = parts[k:] if k else parts
+        new_tokens = tuple(chain.from_iterable([part.tokens for part in new]))
+        new_text = "".join([part.text for part in new])
+        token_lengths = accumulate([len(part.tokens) for part in new])
+        text_lengths = accumulate([len(part.text) for part in new])
         if k and last is not None:
-            token_tuple = last.tokens[: last.token_ends[k - 1]] + tuple(tokens)
-            text = last.text[: last.text_ends[k - 1]] + "".join(texts)
+            t_end = last.token_ends[k - 1]
+            x_end = last.text_ends[k - 1]
+            token_tuple = last.tokens[:t_end] + new_tokens
+            text = last.text[:x_end] + new_text
+            token_ends = last.token_ends[:k] + [t_end + n for n in token_lengths]
+            text_ends = last.text_ends[:k] + [x_end + n for n in text_lengths]
         else:
-            token_tuple = tuple(tokens)
-            text = "".join(texts)
-        token_ends = last.token_ends[:k] if k and last is not None else []
-        text_ends = last.text_ends[:k] if k and last is not None else []
-        t_end = token_ends[-1] if token_ends else 0
-        x_end = text_ends[-1] if text_ends else 0
-        for part in parts[k:]:
-            t_end += len(part.tokens)
-            x_end += len(part.text)
-            token_ends.append(t_end)
-            text_ends.append(x_end)
+            token_tuple = new_tokens
+            text = new_text
+            token_ends = list(token_lengths)
+            text_ends = list(text_lengths)
         self._last = _LastPrompt(parts, token_ends, text_ends, token_tuple, text)
         return Prompt(text, token_tuple)
 
@@ -388,8 +400,8 @@ class Llama3:
                 text.append(piece)
                 if merge:
                     pending.append(piece)
-                elif type(piece) is _Lines:
-                    tokens.extend(tokenizer.encode_lines(piece.lines))
+                elif type(piece) is _Segments:
+                    tokens.extend(tokenizer.encode_segments(piece.segments))
                 elif piece:
                     tokens.extend(encode(piece))
             else:
@@ -450,17 +462,35 @@ class Llama3:
         costs, so it stays lean)."""
         cache = self._messages
         last = len(messages) - 1
+        meta = builtins is None
+        if meta and tokenize:
+            tokenizer = self.tokenizer
+            headers = tokenizer.header_tokens
+            encode = tokenizer.encode
         for i, message in enumerate(messages):
-            how = (prefill and i == last, tokenize, builtins)
+            continuing = prefill and i == last
+            how = (continuing, tokenize, builtins)
             hit = cache.get(id(message))
             if hit is not None and hit[0] is message and hit[1] == how:
                 out.append(hit[2])
                 continue
-            if builtins is None:
-                pieces = self._meta_message(message, how[0])
+            content = message.content
+            if meta and type(content) is str and not message.tool_calls:
+                # Most messages: a header, the text, <|eot_id|> (what _meta_message gives
+                # for them, written directly).
+                name = _META_ROLE[message.role]
+                text = _HEADER_TEXT[name] + content + ("" if continuing else "<|eot_id|>")
+                if tokenize:
+                    tokens = [*headers[name], *encode(content)] if content else [*headers[name]]
+                    if not continuing:
+                        tokens.append(END_OF_TURN)
+                    rendered = _Rendered(text, tuple(tokens))
+                else:
+                    rendered = _Rendered(text, ())
+            elif builtins is None:
+                rendered = self._encode(self._meta_message(message, continuing), tokenize)
             else:
-                pieces = self._hf_message(message, how[0], builtins)
-            rendered = self._encode(pieces, tokenize)
+                rendered = self._encode(self._hf_message(message, continuing, builtins), tokenize)
             if len(cache) >= _CACHE_SIZE:
                 for old in list(cache)[: _CACHE_SIZE // 2]:
                     cache.pop(old, None)
@@ -555,7 +585,7 @@ class Llama3:
             return P.meta_function_tag_tools(custom)
         if self.tool_format == "pythonic":
             return P.meta_pythonic_tools(custom)
-        return _lines(P.meta_json_tools_lines(custom))
+        return _segments(P.meta_json_tools_segments(custom))
 
     def _meta_message(self, message: Message, continuing: bool) -> list[_Piece]:
         role = "ipython" if message.role is _TOOL else message.role.value

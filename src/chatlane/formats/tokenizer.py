@@ -17,7 +17,7 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,9 +66,6 @@ assert _PAT_STR_PLAIN != _PAT_STR
 # regex's \s does (and a few more, which only sends more texts down the exact path).
 _SPACE_PAIR = re.compile(r"[^\S\r\n]{2}")
 
-# A line that starts with spaces (or none) and then a non-space character.
-_LINE_START = re.compile(r" *\S")
-
 _NAMED_SPECIALS = (
     "<|begin_of_text|>",
     "<|end_of_text|>",
@@ -115,9 +112,6 @@ IMAGE = SPECIAL_TOKENS["<|image|>"]
 _MAX_ENCODE_CHARS = 400_000
 _MAX_RUN_CHARS = 25_000
 
-# Indents (runs of spaces) up to this length have their tokens precomputed.
-_INDENTS = 33
-
 
 class TokenizerNotFound(ChatlaneError):
     """No Llama 3 tokenizer file was found (install ``llama-models`` or give a path)."""
@@ -145,7 +139,9 @@ class Llama3Tokenizer:
             mergeable_ranks=ranks,
             special_tokens=self.special_tokens,
         )
-        self._encode_ordinary = self._encoding.encode_ordinary
+        # The core BPE's own methods, without tiktoken's Python wrapper: `_tiktoken` below
+        # does what the wrapper adds (lone surrogates replaced).
+        self._encode_ordinary = self._encoding._core_bpe.encode_ordinary
         # The same ranks under the lookahead-free regex (see _PAT_STR_PLAIN): one more table
         # in memory and about a tenth of a second more to load, for texts tokenized two to
         # three times faster.
@@ -154,14 +150,14 @@ class Llama3Tokenizer:
             pat_str=_PAT_STR_PLAIN,
             mergeable_ranks=ranks,
             special_tokens={},
-        ).encode_ordinary
+        )._core_bpe.encode_ordinary
         self.n_words = _NUM_BASE_TOKENS + _NUM_SPECIALS
         # The texts every prompt repeats (role names, the blank line after a header, the
-        # fixed lines of tool definitions, runs of spaces that indent them), encoded once
+        # fixed texts of tool definitions), encoded once
         # when the tokenizer loads: a tiktoken call costs a fraction of a microsecond even
         # for one token, and a prompt has several per message. These depend on no input.
         self._fixed: dict[str, list[int]] = {
-            text: self._encode_ordinary(text)
+            text: self._tiktoken(text)
             for text in (
                 "system",
                 "user",
@@ -171,12 +167,13 @@ class Llama3Tokenizer:
                 "\n\n",
                 "\n",
                 *FIXED_TEXTS,
-                *(" " * n for n in range(1, _INDENTS)),
             )
         }
-        self._spaces: tuple[list[int], ...] = tuple(
-            self._fixed[" " * n] if n else [] for n in range(_INDENTS)
-        )
+        self.header_tokens: dict[str, tuple[int, ...]] = {
+            role: (START_HEADER, *self._fixed[role], END_HEADER, *self._fixed["\n\n"])
+            for role in ("system", "user", "assistant", "ipython", "tool")
+        }
+        """``<|start_header_id|>role<|end_header_id|>\n\n`` for each role, as ids."""
 
     def encode(self, text: str) -> list[int]:
         """The token ids of ``text``, never special tokens (their text is encoded as text)."""
@@ -187,64 +184,56 @@ class Llama3Tokenizer:
             return list(fixed)
         if len(text) <= _MAX_RUN_CHARS:
             # No run can be longer than the limit: one call, as Meta's slicing would give.
-            if _SPACE_PAIR.search(text) is None:
-                return self._encode_plain(text)
-            return self._encode_ordinary(text)
+            return self._tiktoken(text)
         tokens: list[int] = []
         for start in range(0, len(text), _MAX_ENCODE_CHARS):
             for piece in _split_long_runs(text[start : start + _MAX_ENCODE_CHARS]):
-                if _SPACE_PAIR.search(piece) is None:
-                    tokens.extend(self._encode_plain(piece))
-                else:
-                    tokens.extend(self._encode_ordinary(piece))
+                tokens.extend(self._tiktoken(piece))
         return tokens
 
-    def encode_lines(self, chunks: Iterable[str]) -> list[int]:
-        r"""The token ids of ``"".join(chunks)``, tokenizing chunk by chunk where that is exact.
-
-        Llama 3's regex always ends a piece right after a ``"\n"`` that is followed by
-        spaces (or none) and a non-space character: whatever comes before, the piece holding
-        that line break ends with it (``\s*[\r\n]+`` and ``[\r\n]*`` stop there), and no
-        piece looks behind. So a text cut there tokenizes as its two parts do. Each chunk that
-        starts such a line after one ending in ``"\n"`` is tokenized on its own (fixed lines
-        of a template from the precomputed table, an indented line as its indent and the
-        rest); any other chunk is joined to the one before. Tool definitions are written
-        line by line this way, so only their variable lines reach tiktoken.
-        """
-        if not isinstance(chunks, list | tuple):
-            chunks = list(chunks)
+    def _tiktoken(self, text: str) -> list[int]:
+        # One tiktoken call, on the lookahead-free regex where that is exact.
+        if text.isascii():
+            # The quick test for ASCII text, whose White_Space characters are \t \n \v \f
+            # \r and the space (a regex search costs a microsecond per hundred characters).
+            if "\t" in text or "\x0b" in text or "\x0c" in text:
+                plain = _SPACE_PAIR.search(text) is None
+            else:
+                plain = "  " not in text
+        else:
+            plain = _SPACE_PAIR.search(text) is None
+        encode = self._encode_plain if plain else self._encode_ordinary
         try:
-            whole = "".join(chunks)
+            result: list[int] = encode(text)
+        except UnicodeEncodeError:
+            # Lone surrogates cannot be UTF-8: replaced by U+FFFD, as tiktoken's
+            # Encoding.encode_ordinary (and so Meta's tokenizer) does.
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            result = encode(text)
+        return result
+
+    def encode_segments(self, segments: Sequence[str]) -> list[int]:
+        """The token ids of ``"".join(segments)``, each segment tokenized on its own.
+
+        Exact only where every cut between two segments is a place at which Llama 3's regex
+        ends a piece whatever the text around it; `meta_json_tools_segments` cuts tool
+        definitions that way (fixed texts come from the precomputed table, so only the
+        values reach tiktoken).
+        """
+        try:
+            whole = "".join(segments)
         except TypeError:
-            wrong = next(c for c in chunks if not isinstance(c, str))
+            wrong = next(s for s in segments if not isinstance(s, str))
             raise InputError(f"the tokenizer encodes str, got {type(wrong).__name__}") from None
         if len(whole) > _MAX_RUN_CHARS:
             # Meta cuts long texts into slices first; take the whole-text path for those.
             return self.encode(whole)
+        fixed = self._fixed
         tokens: list[int] = []
-        pending = ""
-        for chunk in chunks:
-            if pending[-1:] == "\n" and _LINE_START.match(chunk) is not None:
-                tokens += self._encode_line(pending)
-                pending = chunk
-            else:
-                pending += chunk
-        if pending:
-            tokens += self._encode_line(pending)
+        for segment in segments:
+            known = fixed.get(segment)
+            tokens += known if known is not None else self._tiktoken(segment)
         return tokens
-
-    def _encode_line(self, text: str) -> list[int]:
-        # ``text`` starts at the start of a text or of a line (see encode_lines).
-        fixed = self._fixed.get(text)
-        if fixed is not None:
-            return fixed
-        if text[:2] == "  ":
-            # An indent of n spaces before a non-space is a piece of n - 1 spaces (the regex's
-            # \s+(?!\S)), and the line goes on from its last space.
-            indent = len(text) - len(text.lstrip(" "))
-            if indent < _INDENTS and indent < len(text) and not text[indent].isspace():
-                return self._spaces[indent - 1] + self.encode(text[indent - 1 :])
-        return self.encode(text)
 
     def special(self, name: str) -> int:
         """The id of a special token, such as ``special("<|eot_id|>")``."""
