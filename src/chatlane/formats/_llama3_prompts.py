@@ -97,7 +97,12 @@ def _properties(tool: Tool) -> list[tuple[str, Mapping[str, Any], bool]]:
     props = tool.parameters.get("properties", {})
     required = set(tool.parameters.get("required", []))
     return [
-        (name, schema if isinstance(schema, Mapping) else {}, name in required)
+        # (the dict test first: an isinstance against the Mapping ABC is slow)
+        (
+            name,
+            schema if type(schema) is dict or isinstance(schema, Mapping) else {},
+            name in required,
+        )
         for name, schema in props.items()
     ]
 
@@ -173,16 +178,16 @@ def meta_json_tools_segments(tools: Sequence[Tool]) -> list[str]:
     out = [_JSON_TOOLS_HEAD]
     for tool in tools:
         out[-1] += _JSON_TOOL_OPEN
-        out.append(f' "{json_inner(tool.name)}",\n')
+        out.append(f" {_encode_str(tool.name)},\n")
         out.append(_JSON_DESCRIPTION)
-        out.append(f' "{json_inner(tool.description or "")}",\n')
+        out.append(f" {_encode_str(tool.description or '')},\n")
         out.append(_JSON_PARAMETERS)
         props = _properties(tool)
         for name, schema, _ in props:
             out[-1] += _JSON_PROPERTY_OPEN
-            out.append(f' "{json_inner(name)}": {{\n')
+            out.append(f" {_encode_str(name)}: {{\n")
             out.append(_JSON_PROPERTY_TYPE)
-            out.append(f' "{json_inner(str(schema.get("description", "")))}"\n')
+            out.append(f" {_encode_str(str(schema.get('description', '')))}\n")
             out.append(_JSON_PROPERTY_CLOSE + ",")
         if props:
             out[-1] = _JSON_PROPERTY_CLOSE

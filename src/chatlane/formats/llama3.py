@@ -22,7 +22,7 @@ import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate, chain
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
 from chatlane.errors import InputError, MessageError
@@ -111,7 +111,13 @@ class _Rendered(NamedTuple):
     # A NamedTuple rather than a frozen dataclass: a prompt builds one per message, and a
     # frozen dataclass's __init__ costs several times more.
     text: str
-    tokens: tuple[int, ...]
+    tokens: Sequence[int]
+    """A tuple, or a list that nothing changes once it is here (saves a copy per message)."""
+
+
+# tuple.__new__(_Rendered, (text, tokens)) builds one without the NamedTuple's Python-level
+# __new__ (the hot loop of _render_messages).
+_new_rendered = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +257,11 @@ class Llama3:
             while k < n and old[k] is parts[k]:
                 k += 1
         new = parts[k:] if k else parts
-        new_tokens = tuple(chain.from_iterable([part.tokens for part in new]))
+        # Extending a list slice by slice beats chain() item by item.
+        joined: list[int] = []
+        for part in new:
+            joined += part.tokens
+        new_tokens = tuple(joined)
         new_text = "".join([part.text for part in new])
         token_lengths = accumulate([len(part.tokens) for part in new])
         text_lengths = accumulate([len(part.text) for part in new])
@@ -354,7 +364,7 @@ class Llama3:
                         f"completion content parts must be str, Text or Image, got {type(part).__name__}"
                     )
         r = self._encode(pieces)
-        return Prompt(r.text, r.tokens)
+        return Prompt(r.text, tuple(r.tokens))
 
     def parse(
         self, raw: str, request: ChatRequest | None = None, *, stop_sequence: str | None = None
@@ -428,10 +438,15 @@ class Llama3:
         return rendered
 
     def _fixed_part(self, name: str, tokenize: bool) -> _Rendered:
+        # The same object every time, so that render() sees the prompts' common start.
         part = self._fixed.get((name, tokenize))
         if part is None:
-            pieces = [BEGIN_OF_TEXT] if name == "bos" else self._header(name)
-            part = self._fixed[(name, tokenize)] = self._encode(pieces, tokenize)
+            if name == "bos":
+                part = _Rendered("<|begin_of_text|>", (BEGIN_OF_TEXT,) if tokenize else ())
+            else:
+                tokens = self.tokenizer.header_tokens[name] if tokenize else ()
+                part = _Rendered(_HEADER_TEXT[name], tokens)
+            self._fixed[(name, tokenize)] = part
         return part
 
     @staticmethod
@@ -461,6 +476,14 @@ class Llama3:
         rendered the same way before (this loop is what re-rendering a long conversation
         costs, so it stays lean)."""
         cache = self._messages
+        if len(cache) + len(messages) > _CACHE_SIZE:
+            # Drop the oldest: messages of conversations that moved on.
+            for old in list(cache)[
+                : max(len(cache) // 2, len(cache) + len(messages) - _CACHE_SIZE)
+            ]:
+                cache.pop(old, None)
+        # A first render (nothing cached yet) skips the lookups.
+        lookup = bool(cache)
         last = len(messages) - 1
         meta = builtins is None
         if meta and tokenize:
@@ -470,10 +493,11 @@ class Llama3:
         for i, message in enumerate(messages):
             continuing = prefill and i == last
             how = (continuing, tokenize, builtins)
-            hit = cache.get(id(message))
-            if hit is not None and hit[0] is message and hit[1] == how:
-                out.append(hit[2])
-                continue
+            if lookup:
+                hit = cache.get(id(message))
+                if hit is not None and hit[0] is message and hit[1] == how:
+                    out.append(hit[2])
+                    continue
             content = message.content
             if meta and type(content) is str and not message.tool_calls:
                 # Most messages: a header, the text, <|eot_id|> (what _meta_message gives
@@ -484,16 +508,13 @@ class Llama3:
                     tokens = [*headers[name], *encode(content)] if content else [*headers[name]]
                     if not continuing:
                         tokens.append(END_OF_TURN)
-                    rendered = _Rendered(text, tuple(tokens))
+                    rendered = _new_rendered(_Rendered, (text, tokens))
                 else:
-                    rendered = _Rendered(text, ())
+                    rendered = _new_rendered(_Rendered, (text, ()))
             elif builtins is None:
                 rendered = self._encode(self._meta_message(message, continuing), tokenize)
             else:
                 rendered = self._encode(self._hf_message(message, continuing, builtins), tokenize)
-            if len(cache) >= _CACHE_SIZE:
-                for old in list(cache)[: _CACHE_SIZE // 2]:
-                    cache.pop(old, None)
             cache[id(message)] = (message, how, rendered)
             out.append(rendered)
 
