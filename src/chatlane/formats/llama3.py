@@ -29,6 +29,7 @@ from chatlane.errors import InputError, MessageError
 from chatlane.formats import _llama3_prompts as P
 from chatlane.formats.base import ParsedOutput, Prompt
 from chatlane.formats.tokenizer import (
+    _PLAIN_ASCII_CHARS,
     BEGIN_OF_TEXT,
     END_HEADER,
     END_OF_MESSAGE,
@@ -490,6 +491,7 @@ class Llama3:
             tokenizer = self.tokenizer
             headers = tokenizer.header_tokens
             encode = tokenizer.encode
+            plain_ascii = tokenizer.encode_plain_ascii
         for i, message in enumerate(messages):
             continuing = prefill and i == last
             how = (continuing, tokenize, builtins)
@@ -505,7 +507,20 @@ class Llama3:
                 name = _META_ROLE[message.role]
                 text = _HEADER_TEXT[name] + content + ("" if continuing else "<|eot_id|>")
                 if tokenize:
-                    tokens = [*headers[name], *encode(content)] if content else [*headers[name]]
+                    # Llama3Tokenizer.encode, inlined for the common case (see
+                    # encode_plain_ascii): short ASCII text without two spaces or tabs in a row.
+                    if (
+                        content.isascii()
+                        and len(content) <= _PLAIN_ASCII_CHARS
+                        and "  " not in content
+                        and "\t" not in content
+                        and "\x0b" not in content
+                        and "\x0c" not in content
+                    ):
+                        tokens = plain_ascii(content)
+                    else:
+                        tokens = encode(content)
+                    tokens[0:0] = headers[name]
                     if not continuing:
                         tokens.append(END_OF_TURN)
                     rendered = _new_rendered(_Rendered, (text, tokens))
