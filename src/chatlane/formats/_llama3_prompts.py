@@ -59,8 +59,9 @@ _MONTHS = (
 
 # -- JSON helpers ------------------------------------------------------------------------
 
-# The C encoder behind json.dumps(str, ensure_ascii=False).
+# The C encoders behind json.dumps(str, ensure_ascii=False) and json.dumps(str).
 _encode_str = json.encoder.encode_basestring
+_encode_ascii = json.encoder.encode_basestring_ascii
 
 
 def json_inner(text: str) -> str:
@@ -72,9 +73,14 @@ def json_inner(text: str) -> str:
 def jinja_tojson(value: Any) -> str:
     """What Jinja's own ``tojson`` filter writes (sorted keys, ASCII, HTML-safe), which
     llama-models' templates use for parameter lists."""
+    if type(value) is list and all(type(v) is str for v in value):
+        # A list of names (the "required" list): what json.dumps writes, without building an
+        # encoder for sort_keys on each call.
+        text = "[" + ", ".join(map(_encode_ascii, value)) + "]"
+    else:
+        text = json.dumps(value, sort_keys=True)
     return (
-        json.dumps(value, sort_keys=True)
-        .replace("<", "\\u003c")
+        text.replace("<", "\\u003c")
         .replace(">", "\\u003e")
         .replace("&", "\\u0026")
         .replace("'", "\\u0027")

@@ -487,6 +487,7 @@ class Llama3:
         lookup = bool(cache)
         last = len(messages) - 1
         meta = builtins is None
+        json_calls = self.tool_format == "json"
         if meta and tokenize:
             tokenizer = self.tokenizer
             headers = tokenizer.header_tokens
@@ -526,6 +527,8 @@ class Llama3:
                     rendered = _new_rendered(_Rendered, (text, tokens))
                 else:
                     rendered = _new_rendered(_Rendered, (text, ()))
+            elif builtins is None and json_calls and type(content) is str:
+                rendered = self._meta_json_calls(message, continuing, tokenize)
             elif builtins is None:
                 rendered = self._encode(self._meta_message(message, continuing), tokenize)
             else:
@@ -647,6 +650,36 @@ class Llama3:
         eom = any(c.name in P.BUILTIN_NAMES for c in calls)
         pieces.append(END_OF_MESSAGE if eom else END_OF_TURN)
         return pieces
+
+    def _meta_json_calls(self, message: Message, continuing: bool, tokenize: bool) -> _Rendered:
+        """`_meta_message` for a text message with JSON tool calls, written directly (what
+        it gives them: a header, the text, each call tokenized on its own, the end)."""
+        calls = message.tool_calls
+        name = _META_ROLE[message.role]
+        content = message.content
+        assert isinstance(content, str)
+        if calls[0].name in P.BUILTIN_NAMES:
+            return self._encode(self._meta_message(message, continuing), tokenize)
+        texts = [self._meta_call(call) for call in calls]
+        builtin = False
+        for call in calls:
+            if call.name in P.BUILTIN_NAMES:
+                builtin = True
+        end = "" if continuing else "<|eom_id|>" if builtin else "<|eot_id|>"
+        text = _HEADER_TEXT[name] + content + "".join(texts) + end
+        if not tokenize:
+            return _Rendered(text, ())
+        tokenizer = self.tokenizer
+        encode = tokenizer.encode
+        tokens = [*tokenizer.header_tokens[name]]
+        if content:
+            tokens += encode(content)
+        for piece in texts:
+            if piece:
+                tokens += encode(piece)
+        if not continuing:
+            tokens.append(END_OF_MESSAGE if builtin else END_OF_TURN)
+        return _Rendered(text, tokens)
 
     def _meta_call(self, call: ToolCall) -> str:
         if call.name in P.BUILTIN_NAMES:

@@ -234,10 +234,23 @@ class Llama3Tokenizer:
             # Meta cuts long texts into slices first; take the whole-text path for those.
             return self.encode(whole)
         fixed = self._fixed
+        plain = self._encode_plain
         tokens: list[int] = []
         for segment in segments:
             known = fixed.get(segment)
-            tokens += known if known is not None else self._tiktoken(segment)
+            if known is not None:
+                tokens += known
+            elif (
+                segment.isascii()
+                and "  " not in segment
+                and "\t" not in segment
+                and "\x0b" not in segment
+                and "\x0c" not in segment
+            ):
+                # _tiktoken's test for plain ASCII text, inlined: tool values are many.
+                tokens += plain(segment)
+            else:
+                tokens += self._tiktoken(segment)
         return tokens
 
     def special(self, name: str) -> int:
