@@ -493,9 +493,10 @@ class Llama3:
             headers = tokenizer.header_tokens
             encode = tokenizer.encode
             plain_ascii = tokenizer.encode_plain_ascii
+        closed = (False, tokenize, builtins)
         for i, message in enumerate(messages):
             continuing = prefill and i == last
-            how = (continuing, tokenize, builtins)
+            how = (True, tokenize, builtins) if continuing else closed
             if lookup:
                 hit = cache.get(id(message))
                 if hit is not None and hit[0] is message and hit[1] == how:
@@ -660,11 +661,14 @@ class Llama3:
         assert isinstance(content, str)
         if calls[0].name in P.BUILTIN_NAMES:
             return self._encode(self._meta_message(message, continuing), tokenize)
-        texts = [self._meta_call(call) for call in calls]
         builtin = False
+        texts = []
         for call in calls:
             if call.name in P.BUILTIN_NAMES:
                 builtin = True
+                texts.append(P.builtin_call(call))
+            else:
+                texts.append(P.meta_json_call(call))
         end = "" if continuing else "<|eom_id|>" if builtin else "<|eot_id|>"
         text = _HEADER_TEXT[name] + content + "".join(texts) + end
         if not tokenize:

@@ -189,6 +189,15 @@ class Llama3Tokenizer:
             return list(fixed)
         if len(text) <= _MAX_RUN_CHARS:
             # No run can be longer than the limit: one call, as Meta's slicing would give.
+            if (
+                text.isascii()
+                and "  " not in text
+                and "\t" not in text
+                and "\x0b" not in text
+                and "\x0c" not in text
+            ):
+                # _tiktoken's test for plain ASCII text, inlined (the common case).
+                return self.encode_plain_ascii(text)
             return self._tiktoken(text)
         tokens: list[int] = []
         for start in range(0, len(text), _MAX_ENCODE_CHARS):
