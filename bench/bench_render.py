@@ -244,7 +244,7 @@ def _texts_meta_tokenizes(chat_format: Any, dialog: list[Any]) -> list[str]:
 def _texts_chatlane_tokenizes(tokenizer: Any, request: ChatRequest) -> list[tuple[Any, str]]:
     """The (core function, text) pairs a cold chatlane render hands tiktoken."""
     seen: list[tuple[Any, str]] = []
-    names = ("_encode_plain", "_encode_ordinary", "encode_plain_ascii")
+    names = ("_encode_plain", "_encode_ordinary")
     saved = {name: getattr(tokenizer, name) for name in names}
 
     def recorder(fn: Any) -> Any:

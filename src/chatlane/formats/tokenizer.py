@@ -17,7 +17,7 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,7 +111,6 @@ IMAGE = SPECIAL_TOKENS["<|image|>"]
 # (llama_models/llama3/tokenizer.py: TIKTOKEN_MAX_ENCODE_CHARS, MAX_NO_WHITESPACES_CHARS).
 _MAX_ENCODE_CHARS = 400_000
 _MAX_RUN_CHARS = 25_000
-_PLAIN_ASCII_CHARS = _MAX_RUN_CHARS
 
 
 class TokenizerNotFound(ChatlaneError):
@@ -152,10 +151,6 @@ class Llama3Tokenizer:
             mergeable_ranks=ranks,
             special_tokens={},
         )._core_bpe.encode_ordinary
-        self.encode_plain_ascii: Callable[[str], list[int]] = self._encode_plain
-        """The tokens of an ASCII text of at most `_PLAIN_ASCII_CHARS` characters with no two
-        of space, \\t, \\v, \\f in a row: what `encode` gives it, without its checks (for
-        callers that have made them)."""
         self.n_words = _NUM_BASE_TOKENS + _NUM_SPECIALS
         # The texts every prompt repeats (role names, the blank line after a header, the
         # fixed texts of tool definitions), encoded once
@@ -197,7 +192,8 @@ class Llama3Tokenizer:
                 and "\x0c" not in text
             ):
                 # _tiktoken's test for plain ASCII text, inlined (the common case).
-                return self.encode_plain_ascii(text)
+                result: list[int] = self._encode_plain(text)
+                return result
             return self._tiktoken(text)
         tokens: list[int] = []
         for start in range(0, len(text), _MAX_ENCODE_CHARS):
