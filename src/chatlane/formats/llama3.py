@@ -485,58 +485,84 @@ class Llama3:
                 cache.pop(old, None)
         # A first render (nothing cached yet) skips the lookups.
         lookup = bool(cache)
-        last = len(messages) - 1
-        meta = builtins is None
-        json_calls = self.tool_format == "json"
-        if meta and tokenize:
-            tokenizer = self.tokenizer
-            headers = tokenizer.header_tokens
-            encode = tokenizer.encode
-            # The lookahead-free core BPE, for text that passes _tiktoken's ASCII test.
-            plain_ascii = tokenizer._encode_plain
+        append = out.append
         closed = (False, tokenize, builtins)
-        for i, message in enumerate(messages):
-            continuing = prefill and i == last
-            how = (True, tokenize, builtins) if continuing else closed
+        # A prefilled last message (left open) is rendered after the loop.
+        body = messages[:-1] if prefill else messages
+        fast = builtins is None and tokenize
+        if fast:
+            # Plain meta messages, tokenized, are written here directly (a header, the
+            # text, <|eot_id|>: what _meta_message and _encode give them).
+            tokenizer = self.tokenizer
+            encode = tokenizer.encode
+            plain = tokenizer._encode_plain
+            heads = {
+                role: (_HEADER_TEXT[name], tokenizer.header_tokens[name])
+                for role, name in _META_ROLE.items()
+            }
+        for message in body:
             if lookup:
                 hit = cache.get(id(message))
-                if hit is not None and hit[0] is message and hit[1] == how:
-                    out.append(hit[2])
+                if hit is not None and hit[0] is message and hit[1] == closed:
+                    append(hit[2])
                     continue
             content = message.content
-            if meta and type(content) is str and not message.tool_calls:
-                # Most messages: a header, the text, <|eot_id|> (what _meta_message gives
-                # for them, written directly).
-                name = _META_ROLE[message.role]
-                text = _HEADER_TEXT[name] + content + ("" if continuing else "<|eot_id|>")
-                if tokenize:
-                    # Llama3Tokenizer.encode, inlined for the common case: ASCII text of up to
-                    # 25,000 characters without two of space, \t, \v, \f in a row.
-                    if (
-                        content.isascii()
-                        and len(content) <= _MAX_RUN_CHARS
-                        and "  " not in content
-                        and "\t" not in content
-                        and "\x0b" not in content
-                        and "\x0c" not in content
-                    ):
-                        tokens = plain_ascii(content)
-                    else:
-                        tokens = encode(content)
-                    tokens[0:0] = headers[name]
-                    if not continuing:
-                        tokens.append(END_OF_TURN)
-                    rendered = _new_rendered(_Rendered, (text, tokens))
+            if fast and type(content) is str and not message.tool_calls:
+                head_text, head_tokens = heads[message.role]
+                # Llama3Tokenizer.encode, inlined for the common case: ASCII text of up to
+                # 25,000 characters without two of space, \t, \v, \f in a row.
+                if (
+                    content.isascii()
+                    and len(content) <= _MAX_RUN_CHARS
+                    and "  " not in content
+                    and "\t" not in content
+                    and "\x0b" not in content
+                    and "\x0c" not in content
+                ):
+                    tokens = plain(content)
                 else:
-                    rendered = _new_rendered(_Rendered, (text, ()))
-            elif builtins is None and json_calls and type(content) is str:
-                rendered = self._meta_json_calls(message, continuing, tokenize)
-            elif builtins is None:
-                rendered = self._encode(self._meta_message(message, continuing), tokenize)
+                    tokens = encode(content)
+                tokens[0:0] = head_tokens
+                tokens.append(END_OF_TURN)
+                rendered = _new_rendered(_Rendered, (f"{head_text}{content}<|eot_id|>", tokens))
             else:
-                rendered = self._encode(self._hf_message(message, continuing, builtins), tokenize)
-            cache[id(message)] = (message, how, rendered)
-            out.append(rendered)
+                rendered = self._render_message(message, False, tokenize, builtins)
+            cache[id(message)] = (message, closed, rendered)
+            append(rendered)
+        if prefill:
+            message = messages[-1]
+            how = (True, tokenize, builtins)
+            hit = cache.get(id(message))
+            if hit is not None and hit[0] is message and hit[1] == how:
+                rendered = hit[2]
+            else:
+                rendered = self._render_message(message, True, tokenize, builtins)
+                cache[id(message)] = (message, how, rendered)
+            append(rendered)
+
+    def _render_message(
+        self, message: Message, continuing: bool, tokenize: bool, builtins: frozenset[str] | None
+    ) -> _Rendered:
+        """One message's rendering (``builtins`` is None in the meta profile)."""
+        content = message.content
+        if builtins is not None:
+            return self._encode(self._hf_message(message, continuing, builtins), tokenize)
+        if type(content) is not str:
+            return self._encode(self._meta_message(message, continuing), tokenize)
+        if message.tool_calls:
+            if self.tool_format == "json":
+                return self._meta_json_calls(message, continuing, tokenize)
+            return self._encode(self._meta_message(message, continuing), tokenize)
+        name = _META_ROLE[message.role]
+        text = _HEADER_TEXT[name] + content + ("" if continuing else "<|eot_id|>")
+        if not tokenize:
+            return _Rendered(text, ())
+        tokens = [*self.tokenizer.header_tokens[name]]
+        if content:
+            tokens += self.tokenizer.encode(content)
+        if not continuing:
+            tokens.append(END_OF_TURN)
+        return _Rendered(text, tokens)
 
     # -- meta ----------------------------------------------------------------------------
 
