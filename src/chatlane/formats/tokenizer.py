@@ -17,7 +17,7 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -140,22 +140,25 @@ class Llama3Tokenizer:
             special_tokens=self.special_tokens,
         )
         # The core BPE's own methods, without tiktoken's Python wrapper: `_tiktoken` below
-        # does what the wrapper adds (lone surrogates replaced).
-        self._encode_ordinary = self._encoding._core_bpe.encode_ordinary
+        # does what the wrapper adds (lone surrogates replaced). The wrapper's method where
+        # a tiktoken release has no _core_bpe.
+        self._encode_ordinary = _core_encode(self._encoding)
         # The same ranks under the lookahead-free regex (see _PAT_STR_PLAIN): one more table
         # in memory and about a tenth of a second more to load, for texts tokenized two to
         # three times faster.
-        self._encode_plain = tiktoken.Encoding(
-            name=f"chatlane-llama3-plain-{self.path.name}",
-            pat_str=_PAT_STR_PLAIN,
-            mergeable_ranks=ranks,
-            special_tokens={},
-        )._core_bpe.encode_ordinary
+        self._encode_plain = _core_encode(
+            tiktoken.Encoding(
+                name=f"chatlane-llama3-plain-{self.path.name}",
+                pat_str=_PAT_STR_PLAIN,
+                mergeable_ranks=ranks,
+                special_tokens={},
+            )
+        )
         self.n_words = _NUM_BASE_TOKENS + _NUM_SPECIALS
         # The texts every prompt repeats (role names, the blank line after a header, the
-        # fixed texts of tool definitions), encoded once
-        # when the tokenizer loads: a tiktoken call costs a fraction of a microsecond even
-        # for one token, and a prompt has several per message. These depend on no input.
+        # fixed texts of tool definitions), encoded once when the tokenizer loads: a
+        # tiktoken call costs a fraction of a microsecond even for one token, and a prompt
+        # has several per message. These depend on no input.
         self._fixed: dict[str, list[int]] = {
             text: self._tiktoken(text)
             for text in (
@@ -282,6 +285,12 @@ class Llama3Tokenizer:
 
     def __repr__(self) -> str:
         return f"Llama3Tokenizer({str(self.path)!r})"
+
+
+def _core_encode(encoding: tiktoken.Encoding) -> Callable[[str], list[int]]:
+    core = getattr(encoding, "_core_bpe", None)
+    method = getattr(core, "encode_ordinary", None)
+    return method if callable(method) else encoding.encode_ordinary
 
 
 def _read_ranks(path: Path) -> dict[bytes, int]:
