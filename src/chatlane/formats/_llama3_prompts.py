@@ -14,6 +14,7 @@ such choice.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -73,18 +74,22 @@ def json_inner(text: str) -> str:
 def jinja_tojson(value: Any) -> str:
     """What Jinja's own ``tojson`` filter writes (sorted keys, ASCII, HTML-safe), which
     llama-models' templates use for parameter lists."""
-    if type(value) is list and all(type(v) is str for v in value):
+    text = None
+    if type(value) is list:
         # A list of names (the "required" list): what json.dumps writes, without building an
-        # encoder for sort_keys on each call.
-        text = "[" + ", ".join(map(_encode_ascii, value)) + "]"
-    else:
+        # encoder for sort_keys on each call (a non-str item takes json.dumps).
+        with contextlib.suppress(TypeError):
+            text = "[" + ", ".join(map(_encode_ascii, value)) + "]"
+    if text is None:
         text = json.dumps(value, sort_keys=True)
-    return (
-        text.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("'", "\\u0027")
-    )
+    if "<" in text or ">" in text or "&" in text or "'" in text:
+        text = (
+            text.replace("<", "\\u003c")
+            .replace(">", "\\u003e")
+            .replace("&", "\\u0026")
+            .replace("'", "\\u0027")
+        )
+    return text
 
 
 def _param_type(schema: Mapping[str, Any]) -> str:
