@@ -21,7 +21,6 @@ import datetime as _dt
 import operator
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
@@ -121,8 +120,7 @@ class _Rendered(NamedTuple):
 _new_rendered = tuple.__new__
 
 
-@dataclass(frozen=True, slots=True)
-class _State:
+class _State(NamedTuple):
     """The last conversation rendered, to extend it when it grows."""
 
     messages: tuple[Message, ...]
@@ -134,8 +132,9 @@ class _State:
     builtins: frozenset[str] | None
 
 
-@dataclass(frozen=True, slots=True)
-class _LastPrompt:
+class _LastPrompt(NamedTuple):
+    # (NamedTuples, like _Rendered: built on every render, and cheaper than frozen
+    # dataclasses)
     parts: list[_Rendered]
     token_ends: list[int]
     text_ends: list[int]
