@@ -4,8 +4,15 @@ The conversation: a system prompt, 5 JSON tools, 20 user turns, 5 of them answer
 tool call and its result. Each row is the best of several timed batches.
 
 - render + tokenize: chatlane's meta profile against Meta's ``ChatFormat.encode_dialog_prompt``
-  (given the same system and tool-definition texts), cold (a fresh `Llama3`, nothing cached)
-  and warm (the same conversation again);
+  (given the same system and tool-definition texts), cold and warm (the same conversation
+  again). Cold means every cache chatlane keeps is empty: each iteration builds a new
+  `Llama3`, whose caches (rendered messages, preambles, the last conversation and prompt)
+  are all chatlane keeps between renders; the bench checks that they start empty. What
+  stays is the loaded tokenizer: its BPE ranks and the ids of the format's fixed texts (role
+  names, the fixed text of tool definitions), computed once when it loads, from no input;
+- tiktoken core alone: tiktoken's Rust BPE (``CoreBPE.encode_ordinary``, no Python around
+  it) on exactly the texts llama-models hands it for this conversation, and on the texts
+  chatlane hands it: the floor under each, which no Python code on top can go below;
 - one more turn: the conversation grown by one user turn, on the `Llama3` that rendered it,
   against rendering that new turn alone;
 - render only (text): chatlane's hf profile against a precompiled jinja2 rendering of the
@@ -204,6 +211,59 @@ def _pharia_request(request: ChatRequest) -> Any:
     )
 
 
+def _cold(tokenizer: Any) -> Llama3:
+    return Llama3(date="21 September 2024", tokenizer=tokenizer)
+
+
+def _check_cold(tokenizer: Any) -> None:
+    # Every cache a Llama3 keeps between renders starts empty in the cold measurement.
+    fmt = _cold(tokenizer)
+    caches = (fmt._cache, fmt._messages, fmt._fixed, fmt._state, fmt._last)
+    if any(caches):
+        raise AssertionError(f"a new Llama3 starts with a cache: {caches}")
+
+
+def _texts_meta_tokenizes(chat_format: Any, dialog: list[Any]) -> list[str]:
+    """The texts llama-models' ChatFormat hands tiktoken for ``dialog``."""
+    model = chat_format.tokenizer.model
+    seen: list[str] = []
+    encode = model.encode
+
+    def record(text: str, **kwargs: Any) -> list[int]:
+        seen.append(text)
+        return list(encode(text, **kwargs))
+
+    model.encode = record
+    try:
+        chat_format.encode_dialog_prompt(dialog)
+    finally:
+        del model.encode
+    return seen
+
+
+def _texts_chatlane_tokenizes(tokenizer: Any, request: ChatRequest) -> list[tuple[Any, str]]:
+    """The (core function, text) pairs a cold chatlane render hands tiktoken."""
+    seen: list[tuple[Any, str]] = []
+    names = ("_encode_plain", "_encode_ordinary")
+    saved = {name: getattr(tokenizer, name) for name in names}
+
+    def recorder(fn: Any) -> Any:
+        def record(text: str) -> list[int]:
+            seen.append((fn, text))
+            return list(fn(text))
+
+        return record
+
+    for name in names:
+        setattr(tokenizer, name, recorder(saved[name]))
+    try:
+        _cold(tokenizer).render(request)
+    finally:
+        for name, fn in saved.items():
+            setattr(tokenizer, name, fn)
+    return seen
+
+
 def main() -> None:
     from llama_models.llama3.chat_format import ChatFormat
     from llama_models.llama3.tokenizer import Tokenizer
@@ -221,16 +281,39 @@ def main() -> None:
 
     rows: list[tuple[str, str, float, float]] = []
 
+    _check_cold(tokenizer)
+    assert _cold(tokenizer).render(request) == prompt
+    meta_texts = _texts_meta_tokenizes(chat_format, dialog)
+    meta_core = chat_format.tokenizer.model._core_bpe.encode_ordinary
+    ours = _texts_chatlane_tokenizes(tokenizer, request)
+
+    def meta_core_alone() -> None:
+        for text in meta_texts:
+            meta_core(text)
+
+    def chatlane_core_alone() -> None:
+        for fn, text in ours:
+            fn(text)
+
     t = _compare(
         {
             "meta": lambda: chat_format.encode_dialog_prompt(dialog),
-            "cold": lambda: Llama3(date="21 September 2024", tokenizer=tokenizer).render(request),
+            "cold": lambda: _cold(tokenizer).render(request),
             "warm": lambda: meta_fmt.render(request),
-        }
+            "meta core": meta_core_alone,
+            "chatlane core": chatlane_core_alone,
+        },
+        budget=10.0,
     )
     rows.append(("render + tokenize", "llama-models ChatFormat", t["meta"], t["meta"]))
     rows.append(("render + tokenize", "chatlane meta, cold", t["cold"], t["meta"]))
     rows.append(("render + tokenize", "chatlane meta, warm", t["warm"], t["meta"]))
+    core_rows = [
+        ("meta core", f"on llama-models' {len(meta_texts)} texts"),
+        ("chatlane core", f"on chatlane's {len(ours)} texts"),
+    ]
+    for key, name in core_rows:
+        rows.append(("tiktoken core alone", name, t[key], t["meta"]))
 
     # One more turn: the conversation has just been rendered, then one user turn more is.
     # Timed call by call (the median), with every request built before its timing.
@@ -290,6 +373,10 @@ def main() -> None:
     print(f"{'task':<20} {'implementation':<34} {'time':>10} {'speed-up':>9}")
     for task, name, seconds, reference in rows:
         print(f"{task:<20} {name:<34} {seconds * 1e6:>8.1f}µs {reference / seconds:>8.1f}x")
+    print(
+        "cold: a new Llama3 per render, every chatlane cache empty (checked); the tokenizer "
+        "is loaded once, with its fixed texts' ids"
+    )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         run_stream,
     )
     from chatlane.backends.base import AsyncChatStream, Backend, ChatStream
+    from chatlane.backends.completion import CompletionChat
     from chatlane.backends.fake import Fake
     from chatlane.backends.llamacpp import LlamaCpp
     from chatlane.backends.openai_chat import OpenAIChat
@@ -126,6 +127,7 @@ _EXPORTS: dict[str, str] = {
     "ChatStream": "chatlane.backends.base",
     "ChatlaneError": "chatlane.errors",
     "Choice": "chatlane.response",
+    "CompletionChat": "chatlane.backends.completion",
     "ConnectError": "chatlane.errors",
     "EngineError": "chatlane.errors",
     "Fake": "chatlane.backends.fake",

@@ -14,6 +14,7 @@ such choice.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -59,22 +60,36 @@ _MONTHS = (
 
 # -- JSON helpers ------------------------------------------------------------------------
 
+# The C encoders behind json.dumps(str, ensure_ascii=False) and json.dumps(str).
+_encode_str = json.encoder.encode_basestring
+_encode_ascii = json.encoder.encode_basestring_ascii
+
 
 def json_inner(text: str) -> str:
     """``text`` as the inside of a JSON string (quotes, backslashes and controls escaped)."""
-    return json.dumps(text, ensure_ascii=False)[1:-1]
+    # json.dumps(text, ensure_ascii=False) without its Python-level dispatch.
+    return str(_encode_str(text))[1:-1]
 
 
 def jinja_tojson(value: Any) -> str:
     """What Jinja's own ``tojson`` filter writes (sorted keys, ASCII, HTML-safe), which
     llama-models' templates use for parameter lists."""
-    return (
-        json.dumps(value, sort_keys=True)
-        .replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("'", "\\u0027")
-    )
+    text = None
+    if type(value) is list:
+        # A list of names (the "required" list): what json.dumps writes, without building an
+        # encoder for sort_keys on each call (a non-str item takes json.dumps).
+        with contextlib.suppress(TypeError):
+            text = "[" + ", ".join(map(_encode_ascii, value)) + "]"
+    if text is None:
+        text = json.dumps(value, sort_keys=True)
+    if "<" in text or ">" in text or "&" in text or "'" in text:
+        text = (
+            text.replace("<", "\\u003c")
+            .replace(">", "\\u003e")
+            .replace("&", "\\u0026")
+            .replace("'", "\\u0027")
+        )
+    return text
 
 
 def _param_type(schema: Mapping[str, Any]) -> str:
@@ -93,7 +108,12 @@ def _properties(tool: Tool) -> list[tuple[str, Mapping[str, Any], bool]]:
     props = tool.parameters.get("properties", {})
     required = set(tool.parameters.get("required", []))
     return [
-        (name, schema if isinstance(schema, Mapping) else {}, name in required)
+        # (the dict test first: an isinstance against the Mapping ABC is slow)
+        (
+            name,
+            schema if type(schema) is dict or isinstance(schema, Mapping) else {},
+            name in required,
+        )
         for name, schema in props.items()
     ]
 
@@ -112,42 +132,81 @@ def meta_builtin_block(tools: Sequence[Tool], *, environment: bool) -> str:
     return "Environment: ipython\n"
 
 
+_JSON_TOOLS_HEAD = (
+    "Answer the user's question by making use of the following functions if needed.\n"
+    "If none of the function can be used, please say so.\n"
+    "Here is a list of functions in JSON format:\n"
+)
+_JSON_TOOLS_TAIL = "\nReturn function calls in JSON format."
+# The fixed text between the variable values of JSON tool definitions. Each piece ends
+# where Llama 3's regex ends a piece whatever follows: after ``":`` (a value follows after a
+# space) or after an indent's first spaces (the last space goes with the value's quote).
+_JSON_TOOL_OPEN = '{\n    "type": "function",\n    "function": {\n        "name":'
+_JSON_DESCRIPTION = '        "description":'
+_JSON_PARAMETERS = (
+    '        "parameters": {\n            "type": "object",\n            "properties": ['
+)
+_JSON_PROPERTY_OPEN = "\n                {\n" + " " * 19
+_JSON_PROPERTY_TYPE = (
+    '                        "type": "object",\n                        "description":'
+)
+_JSON_PROPERTY_CLOSE = "                    }\n                }"
+_JSON_REQUIRED = '\n            ],\n            "required":'
+_JSON_TOOL_CLOSE = "        }\n    }\n}\n"
+
+FIXED_TEXTS = (
+    _JSON_TOOLS_HEAD + _JSON_TOOL_OPEN,
+    _JSON_TOOLS_HEAD + _JSON_TOOLS_TAIL,
+    _JSON_TOOL_CLOSE + _JSON_TOOL_OPEN,
+    _JSON_TOOL_CLOSE + _JSON_TOOLS_TAIL,
+    _JSON_DESCRIPTION,
+    _JSON_PARAMETERS + _JSON_PROPERTY_OPEN,
+    _JSON_PARAMETERS + _JSON_REQUIRED,
+    _JSON_PROPERTY_TYPE,
+    _JSON_PROPERTY_CLOSE + "," + _JSON_PROPERTY_OPEN,
+    _JSON_PROPERTY_CLOSE + _JSON_REQUIRED,
+)
+"""The fixed texts of tool-definition prompts, whose tokens the tokenizer precomputes."""
+
+
 def meta_json_tools(tools: Sequence[Tool]) -> str:
     """llama-models' JsonCustomToolGenerator (the 3.1 "JSON based tool calling" prompt)."""
-    out = [
-        "Answer the user's question by making use of the following functions if needed.\n"
-        "If none of the function can be used, please say so.\n"
-        "Here is a list of functions in JSON format:\n"
-    ]
+    return "".join(meta_json_tools_segments(tools))
+
+
+def meta_json_tools_segments(tools: Sequence[Tool]) -> list[str]:
+    """`meta_json_tools` cut where Llama 3's regex always ends a piece: fixed texts (from
+    `FIXED_TEXTS`, at even places) and values (at odd places), so that the tokens of the
+    whole text are the tokens of its segments, each tokenized on its own.
+
+    Each value starts with a space before a quote or bracket and, where a line follows,
+    ends with its line break. A fixed text before a value ends with ``":`` (no piece runs
+    from punctuation across a space) or with all but the last space of an indent (a run of
+    spaces before a non-space leaves its last space to the next piece); a line after a line
+    break always starts a piece. tests/formats/test_tokenizer_paths.py checks the cuts
+    against Meta's tokenizer on the whole text.
+    """
+    out = [_JSON_TOOLS_HEAD]
     for tool in tools:
+        out[-1] += _JSON_TOOL_OPEN
+        out.append(f" {_encode_str(tool.name)},\n")
+        out.append(_JSON_DESCRIPTION)
+        out.append(f" {_encode_str(tool.description or '')},\n")
+        out.append(_JSON_PARAMETERS)
         props = _properties(tool)
-        items = ",".join(
-            "\n                {\n"
-            f'                    "{json_inner(name)}": {{\n'
-            '                        "type": "object",\n'
-            f'                        "description": "{json_inner(str(schema.get("description", "")))}"\n'
-            "                    }\n"
-            "                }"
-            for name, schema, _ in props
-        )
-        required = [name for name, _, req in props if req]
-        out.append(
-            "{\n"
-            '    "type": "function",\n'
-            '    "function": {\n'
-            f'        "name": "{json_inner(tool.name)}",\n'
-            f'        "description": "{json_inner(tool.description or "")}",\n'
-            '        "parameters": {\n'
-            '            "type": "object",\n'
-            f'            "properties": [{items}\n'
-            "            ],\n"
-            f'            "required": {jinja_tojson(required)}\n'
-            "        }\n"
-            "    }\n"
-            "}\n"
-        )
-    out.append("\nReturn function calls in JSON format.")
-    return "".join(out)
+        for name, schema, _ in props:
+            out[-1] += _JSON_PROPERTY_OPEN
+            out.append(f" {_encode_str(name)}: {{\n")
+            out.append(_JSON_PROPERTY_TYPE)
+            out.append(f" {_encode_str(str(schema.get('description', '')))}\n")
+            out.append(_JSON_PROPERTY_CLOSE + ",")
+        if props:
+            out[-1] = _JSON_PROPERTY_CLOSE
+        out[-1] += _JSON_REQUIRED
+        out.append(f" {jinja_tojson([name for name, _, req in props if req])}\n")
+        out.append(_JSON_TOOL_CLOSE)
+    out[-1] += _JSON_TOOLS_TAIL
+    return out
 
 
 def meta_function_tag_tools(tools: Sequence[Tool]) -> str:
@@ -327,9 +386,6 @@ def hf_tojson(value: Any, indent: int | None = None) -> str:
     if indent is not None:
         return dumps_indented(value, " " * indent)
     return json.dumps(value, ensure_ascii=False)
-
-
-_encode_str = json.encoder.encode_basestring
 
 
 def dumps_indented(value: Any, step: str, prefix: str = "") -> str:

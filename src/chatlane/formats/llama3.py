@@ -21,13 +21,14 @@ import datetime as _dt
 import operator
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
 from chatlane.errors import InputError, MessageError
 from chatlane.formats import _llama3_prompts as P
 from chatlane.formats.base import ParsedOutput, Prompt
 from chatlane.formats.tokenizer import (
+    _MAX_RUN_CHARS,
     BEGIN_OF_TEXT,
     END_HEADER,
     END_OF_MESSAGE,
@@ -63,6 +64,21 @@ Version: TypeAlias = Literal["3.1", "3.2", "3.3"]
 Profile: TypeAlias = Literal["meta", "hf"]
 ToolFormat: TypeAlias = Literal["json", "function_tag", "pythonic"]
 
+
+class _Segments(str):
+    """Text cut where the tokenizer's regex always ends a piece (tool definitions): the
+    text, with its segments in ``segments`` for `Llama3Tokenizer.encode_segments`. A str,
+    so that it reads as its text everywhere."""
+
+    segments: list[str]
+
+
+def _segments(segments: list[str]) -> _Segments:
+    text = _Segments("".join(segments))
+    text.segments = segments
+    return text
+
+
 # A rendered piece: a special token id, or text.
 _Piece: TypeAlias = int | str
 
@@ -78,15 +94,33 @@ _SPECIAL_TEXT = {
 
 _CACHE_SIZE = 4096
 
+# The role a message's header names in the meta profile (tool results are ``ipython``).
+_META_ROLE = {
+    Role.SYSTEM: "system",
+    Role.USER: "user",
+    Role.ASSISTANT: "assistant",
+    Role.TOOL: "ipython",
+}
+_HEADER_TEXT = {
+    name: f"<|start_header_id|>{name}<|end_header_id|>\n\n"
+    for name in ("system", "user", "assistant", "ipython")
+}
 
-@dataclass(frozen=True, slots=True)
-class _Rendered:
+
+class _Rendered(NamedTuple):
+    # A NamedTuple rather than a frozen dataclass: a prompt builds one per message, and a
+    # frozen dataclass's __init__ costs several times more.
     text: str
-    tokens: tuple[int, ...]
+    tokens: Sequence[int]
+    """A tuple, or a list that nothing changes once it is here (saves a copy per message)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _State:
+# tuple.__new__(_Rendered, (text, tokens)) builds one without the NamedTuple's Python-level
+# __new__ (the hot loop of _render_messages).
+_new_rendered = tuple.__new__
+
+
+class _State(NamedTuple):
     """The last conversation rendered, to extend it when it grows."""
 
     messages: tuple[Message, ...]
@@ -98,8 +132,9 @@ class _State:
     builtins: frozenset[str] | None
 
 
-@dataclass(frozen=True, slots=True)
-class _LastPrompt:
+class _LastPrompt(NamedTuple):
+    # (NamedTuples, like _Rendered: built on every render, and cheaper than frozen
+    # dataclasses)
     parts: list[_Rendered]
     token_ends: list[int]
     text_ends: list[int]
@@ -221,26 +256,27 @@ class Llama3:
             n = min(len(old), len(parts))
             while k < n and old[k] is parts[k]:
                 k += 1
-        tokens: list[int] = []
-        texts: list[str] = []
-        for part in parts[k:]:
-            tokens.extend(part.tokens)
-            texts.append(part.text)
+        new = parts[k:] if k else parts
+        # Extending a list slice by slice beats chain() item by item.
+        joined: list[int] = []
+        for part in new:
+            joined += part.tokens
+        new_tokens = tuple(joined)
+        new_text = "".join([part.text for part in new])
+        token_lengths = accumulate([len(part.tokens) for part in new])
+        text_lengths = accumulate([len(part.text) for part in new])
         if k and last is not None:
-            token_tuple = last.tokens[: last.token_ends[k - 1]] + tuple(tokens)
-            text = last.text[: last.text_ends[k - 1]] + "".join(texts)
+            t_end = last.token_ends[k - 1]
+            x_end = last.text_ends[k - 1]
+            token_tuple = last.tokens[:t_end] + new_tokens
+            text = last.text[:x_end] + new_text
+            token_ends = last.token_ends[:k] + [t_end + n for n in token_lengths]
+            text_ends = last.text_ends[:k] + [x_end + n for n in text_lengths]
         else:
-            token_tuple = tuple(tokens)
-            text = "".join(texts)
-        token_ends = last.token_ends[:k] if k and last is not None else []
-        text_ends = last.text_ends[:k] if k and last is not None else []
-        t_end = token_ends[-1] if token_ends else 0
-        x_end = text_ends[-1] if text_ends else 0
-        for part in parts[k:]:
-            t_end += len(part.tokens)
-            x_end += len(part.text)
-            token_ends.append(t_end)
-            text_ends.append(x_end)
+            token_tuple = new_tokens
+            text = new_text
+            token_ends = list(token_lengths)
+            text_ends = list(text_lengths)
         self._last = _LastPrompt(parts, token_ends, text_ends, token_tuple, text)
         return Prompt(text, token_tuple)
 
@@ -328,7 +364,7 @@ class Llama3:
                         f"completion content parts must be str, Text or Image, got {type(part).__name__}"
                     )
         r = self._encode(pieces)
-        return Prompt(r.text, r.tokens)
+        return Prompt(r.text, tuple(r.tokens))
 
     def parse(
         self, raw: str, request: ChatRequest | None = None, *, stop_sequence: str | None = None
@@ -363,7 +399,8 @@ class Llama3:
         if not tokenize:
             special = _SPECIAL_TEXT
             return _Rendered("".join([p if isinstance(p, str) else special[p] for p in pieces]), ())
-        encode = self.tokenizer.encode
+        tokenizer = self.tokenizer
+        encode = tokenizer.encode
         text: list[str] = []
         tokens: list[int] = []
         merge = self.profile == "hf"
@@ -373,6 +410,8 @@ class Llama3:
                 text.append(piece)
                 if merge:
                     pending.append(piece)
+                elif type(piece) is _Segments:
+                    tokens.extend(tokenizer.encode_segments(piece.segments))
                 elif piece:
                     tokens.extend(encode(piece))
             else:
@@ -399,10 +438,15 @@ class Llama3:
         return rendered
 
     def _fixed_part(self, name: str, tokenize: bool) -> _Rendered:
+        # The same object every time, so that render() sees the prompts' common start.
         part = self._fixed.get((name, tokenize))
         if part is None:
-            pieces = [BEGIN_OF_TEXT] if name == "bos" else self._header(name)
-            part = self._fixed[(name, tokenize)] = self._encode(pieces, tokenize)
+            if name == "bos":
+                part = _Rendered("<|begin_of_text|>", (BEGIN_OF_TEXT,) if tokenize else ())
+            else:
+                tokens = self.tokenizer.header_tokens[name] if tokenize else ()
+                part = _Rendered(_HEADER_TEXT[name], tokens)
+            self._fixed[(name, tokenize)] = part
         return part
 
     @staticmethod
@@ -432,23 +476,92 @@ class Llama3:
         rendered the same way before (this loop is what re-rendering a long conversation
         costs, so it stays lean)."""
         cache = self._messages
-        last = len(messages) - 1
-        for i, message in enumerate(messages):
-            how = (prefill and i == last, tokenize, builtins)
+        if len(cache) + len(messages) > _CACHE_SIZE:
+            # Drop the oldest: messages of conversations that moved on.
+            for old in list(cache)[
+                : max(len(cache) // 2, len(cache) + len(messages) - _CACHE_SIZE)
+            ]:
+                cache.pop(old, None)
+        # A first render (nothing cached yet) skips the lookups.
+        lookup = bool(cache)
+        append = out.append
+        closed = (False, tokenize, builtins)
+        # A prefilled last message (left open) is rendered after the loop.
+        body = messages[:-1] if prefill else messages
+        fast = builtins is None and tokenize
+        if fast:
+            # Plain meta messages, tokenized, are written here directly (a header, the
+            # text, <|eot_id|>: what _meta_message and _encode give them).
+            tokenizer = self.tokenizer
+            encode = tokenizer.encode
+            plain = tokenizer._encode_plain
+            heads = {
+                role: (_HEADER_TEXT[name], tokenizer.header_tokens[name])
+                for role, name in _META_ROLE.items()
+            }
+        for message in body:
+            if lookup:
+                hit = cache.get(id(message))
+                if hit is not None and hit[0] is message and hit[1] == closed:
+                    append(hit[2])
+                    continue
+            content = message.content
+            if fast and type(content) is str and not message.tool_calls:
+                head_text, head_tokens = heads[message.role]
+                # Llama3Tokenizer.encode, inlined for the common case: ASCII text of up to
+                # 25,000 characters without two of space, \t, \v, \f in a row.
+                if (
+                    content.isascii()
+                    and len(content) <= _MAX_RUN_CHARS
+                    and "  " not in content
+                    and "\t" not in content
+                    and "\x0b" not in content
+                    and "\x0c" not in content
+                ):
+                    tokens = plain(content)
+                else:
+                    tokens = encode(content)
+                tokens[0:0] = head_tokens
+                tokens.append(END_OF_TURN)
+                rendered = _new_rendered(_Rendered, (f"{head_text}{content}<|eot_id|>", tokens))
+            else:
+                rendered = self._render_message(message, False, tokenize, builtins)
+            cache[id(message)] = (message, closed, rendered)
+            append(rendered)
+        if prefill:
+            message = messages[-1]
+            how = (True, tokenize, builtins)
             hit = cache.get(id(message))
             if hit is not None and hit[0] is message and hit[1] == how:
-                out.append(hit[2])
-                continue
-            if builtins is None:
-                pieces = self._meta_message(message, how[0])
+                rendered = hit[2]
             else:
-                pieces = self._hf_message(message, how[0], builtins)
-            rendered = self._encode(pieces, tokenize)
-            if len(cache) >= _CACHE_SIZE:
-                for old in list(cache)[: _CACHE_SIZE // 2]:
-                    cache.pop(old, None)
-            cache[id(message)] = (message, how, rendered)
-            out.append(rendered)
+                rendered = self._render_message(message, True, tokenize, builtins)
+                cache[id(message)] = (message, how, rendered)
+            append(rendered)
+
+    def _render_message(
+        self, message: Message, continuing: bool, tokenize: bool, builtins: frozenset[str] | None
+    ) -> _Rendered:
+        """One message's rendering (``builtins`` is None in the meta profile)."""
+        content = message.content
+        if builtins is not None:
+            return self._encode(self._hf_message(message, continuing, builtins), tokenize)
+        if type(content) is not str:
+            return self._encode(self._meta_message(message, continuing), tokenize)
+        if message.tool_calls:
+            if self.tool_format == "json":
+                return self._meta_json_calls(message, continuing, tokenize)
+            return self._encode(self._meta_message(message, continuing), tokenize)
+        name = _META_ROLE[message.role]
+        text = _HEADER_TEXT[name] + content + ("" if continuing else "<|eot_id|>")
+        if not tokenize:
+            return _Rendered(text, ())
+        tokens = [*self.tokenizer.header_tokens[name]]
+        if content:
+            tokens += self.tokenizer.encode(content)
+        if not continuing:
+            tokens.append(END_OF_TURN)
+        return _Rendered(text, tokens)
 
     # -- meta ----------------------------------------------------------------------------
 
@@ -538,7 +651,7 @@ class Llama3:
             return P.meta_function_tag_tools(custom)
         if self.tool_format == "pythonic":
             return P.meta_pythonic_tools(custom)
-        return P.meta_json_tools(custom)
+        return _segments(P.meta_json_tools_segments(custom))
 
     def _meta_message(self, message: Message, continuing: bool) -> list[_Piece]:
         role = "ipython" if message.role is _TOOL else message.role.value
@@ -564,6 +677,39 @@ class Llama3:
         eom = any(c.name in P.BUILTIN_NAMES for c in calls)
         pieces.append(END_OF_MESSAGE if eom else END_OF_TURN)
         return pieces
+
+    def _meta_json_calls(self, message: Message, continuing: bool, tokenize: bool) -> _Rendered:
+        """`_meta_message` for a text message with JSON tool calls, written directly (what
+        it gives them: a header, the text, each call tokenized on its own, the end)."""
+        calls = message.tool_calls
+        name = _META_ROLE[message.role]
+        content = message.content
+        assert isinstance(content, str)
+        if calls[0].name in P.BUILTIN_NAMES:
+            return self._encode(self._meta_message(message, continuing), tokenize)
+        builtin = False
+        texts = []
+        for call in calls:
+            if call.name in P.BUILTIN_NAMES:
+                builtin = True
+                texts.append(P.builtin_call(call))
+            else:
+                texts.append(P.meta_json_call(call))
+        end = "" if continuing else "<|eom_id|>" if builtin else "<|eot_id|>"
+        text = _HEADER_TEXT[name] + content + "".join(texts) + end
+        if not tokenize:
+            return _Rendered(text, ())
+        tokenizer = self.tokenizer
+        encode = tokenizer.encode
+        tokens = [*tokenizer.header_tokens[name]]
+        if content:
+            tokens += encode(content)
+        for piece in texts:
+            if piece:
+                tokens += encode(piece)
+        if not continuing:
+            tokens.append(END_OF_MESSAGE if builtin else END_OF_TURN)
+        return _Rendered(text, tokens)
 
     def _meta_call(self, call: ToolCall) -> str:
         if call.name in P.BUILTIN_NAMES:
