@@ -244,7 +244,6 @@ def test_batch_without_retries_records_the_rate_limit(cli: CLI, server: Server) 
 def test_run_against_a_completion_endpoint_renders_the_llama_prompt(
     cli: CLI, server: Server
 ) -> None:
-    pytest.importorskip("chatlane.backends.completion")
     from chatlane.formats.llama3 import Llama3
     from chatlane.messages import user
 

@@ -46,10 +46,6 @@ class UsageError(InputError):
     """The command line asks for something that cannot be done as given (exit status 2)."""
 
 
-class UnavailableError(ChatlaneError):
-    """A part of chatlane that a command needs is not installed in this build."""
-
-
 @dataclass(frozen=True, slots=True)
 class BackendSettings:
     """What picks and configures the backend. API keys are kept out of the repr."""
@@ -254,17 +250,6 @@ def load_schema(spec: str) -> Any:
     raise UsageError(f"--schema {spec!r} is neither a Pydantic model class nor a JSON schema")
 
 
-def optional_import(module: str, name: str, what: str) -> Any:
-    """``module.name``, or `UnavailableError` naming ``what`` when that part of chatlane (or
-    a dependency of it) is not installed."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ImportError as e:
-        raise UnavailableError(f"{what} ({module}) is not available in this install: {e}") from e
-    except AttributeError as e:
-        raise UnavailableError(f"{what}: {module} has no {name}") from e
-
-
 FORMAT_NAMES = ("llama3.1", "llama3.2", "llama3.3")
 
 
@@ -338,9 +323,8 @@ def make_backend(settings: BackendSettings, *, retries: int | None = None) -> tu
         )
         return backend, f"OpenAIChat {safe_url(settings.base_url)}"
     if settings.completion_url is not None:
-        completion_chat = optional_import(
-            "chatlane.backends.completion", "CompletionChat", "the completion-endpoint backend"
-        )
+        from chatlane.backends.completion import CompletionChat
+
         kwargs: dict[str, Any] = {"format": make_format(settings.format, settings.profile)}
         if settings.dialect is not None:
             kwargs["dialect"] = settings.dialect
@@ -348,7 +332,7 @@ def make_backend(settings: BackendSettings, *, retries: int | None = None) -> tu
             kwargs["api_key"] = settings.api_key
         if settings.model is not None:
             kwargs["model"] = settings.model
-        backend = completion_chat(settings.completion_url, **kwargs, **http)
+        backend = CompletionChat(settings.completion_url, **kwargs, **http)
         return backend, f"CompletionChat {safe_url(settings.completion_url)}"
     assert settings.gguf is not None
     from chatlane.backends.llamacpp import LlamaCpp
