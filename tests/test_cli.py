@@ -360,6 +360,7 @@ def test_batch_answers_every_line_and_reports_failures(cli: CLI) -> None:
     )
     assert "0 answered, 1 failed, 5 already done" in retry.stderr
     # Every call was logged, with its batch item.
+    assert "batch item q" in cli.ok("logs", "show", "last")
     db = sqlite3.connect(cli.db)
     assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == 7
     db.close()

@@ -1027,6 +1027,8 @@ def _print_conversation(logged: LoggedConversation, out: TextIO) -> None:
     for number, call in enumerate(logged.calls, 1):
         r = call.response
         facts = [_local_time(call.started_at)]
+        if call.batch_item is not None:
+            facts.append(f"batch item {call.batch_item}")
         if call.duration_ms is not None:
             facts.append(f"{call.duration_ms:.0f} ms")
         if call.first_token_ms is not None:
