@@ -55,3 +55,22 @@ def test_every_module_imports() -> None:
         if info.name in ("chatlane.__main__",):
             continue
         importlib.import_module(info.name)
+
+
+def test_type_checkers_see_every_export_as_reexported() -> None:
+    # mypy --strict treats `from m import X` in a package as private unless written `X as X`;
+    # users writing `from chatlane import user` under --strict rely on this block.
+    import ast
+    from pathlib import Path
+
+    source = Path(chatlane.__file__).read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    reexported: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for stmt in node.body:
+                if isinstance(stmt, ast.ImportFrom) and stmt.module:
+                    for alias in stmt.names:
+                        if alias.asname == alias.name:
+                            reexported[alias.name] = stmt.module
+    assert reexported == chatlane._EXPORTS

@@ -12,97 +12,285 @@ from typing import TYPE_CHECKING, Any
 from chatlane._version import __version__
 
 if TYPE_CHECKING:
-    from chatlane.agent import (
-        AgentError,
-        AgentEvent,
-        AgentResult,
-        AgentStream,
-        ApproveCall,
-        AsyncAgentStream,
-        CancelCall,
-        ChangeCall,
-        OutputRejected,
-        RunFinished,
-        Sandbox,
-        SandboxResult,
-        StepFinished,
-        StepStarted,
-        StopReason,
-        StopRun,
-        ToolCallDecision,
-        ToolCallHook,
-        ToolRun,
-        ToolRunFinished,
-        ToolRunStarted,
-        arun,
-        arun_stream,
-        run,
-        run_stream,
+    # `X as X` marks each name as re-exported for type checkers (mypy --strict).
+    from chatlane._sandbox import (
+        Sandbox as Sandbox,
     )
-    from chatlane.backends.base import AsyncChatStream, Backend, ChatStream
-    from chatlane.backends.completion import CompletionChat
-    from chatlane.backends.fake import Fake
-    from chatlane.backends.llamacpp import LlamaCpp
-    from chatlane.backends.openai_chat import OpenAIChat
-    from chatlane.backends.transport import RetryPolicy, Timeouts
-    from chatlane.batch import arun_batch, read_batch_input, run_batch
+    from chatlane._sandbox import (
+        SandboxResult as SandboxResult,
+    )
+    from chatlane.agent import (
+        AgentError as AgentError,
+    )
+    from chatlane.agent import (
+        AgentEvent as AgentEvent,
+    )
+    from chatlane.agent import (
+        AgentResult as AgentResult,
+    )
+    from chatlane.agent import (
+        AgentStream as AgentStream,
+    )
+    from chatlane.agent import (
+        ApproveCall as ApproveCall,
+    )
+    from chatlane.agent import (
+        AsyncAgentStream as AsyncAgentStream,
+    )
+    from chatlane.agent import (
+        CancelCall as CancelCall,
+    )
+    from chatlane.agent import (
+        ChangeCall as ChangeCall,
+    )
+    from chatlane.agent import (
+        OutputRejected as OutputRejected,
+    )
+    from chatlane.agent import (
+        RunFinished as RunFinished,
+    )
+    from chatlane.agent import (
+        StepFinished as StepFinished,
+    )
+    from chatlane.agent import (
+        StepStarted as StepStarted,
+    )
+    from chatlane.agent import (
+        StopReason as StopReason,
+    )
+    from chatlane.agent import (
+        StopRun as StopRun,
+    )
+    from chatlane.agent import (
+        ToolCallDecision as ToolCallDecision,
+    )
+    from chatlane.agent import (
+        ToolCallHook as ToolCallHook,
+    )
+    from chatlane.agent import (
+        ToolRun as ToolRun,
+    )
+    from chatlane.agent import (
+        ToolRunFinished as ToolRunFinished,
+    )
+    from chatlane.agent import (
+        ToolRunStarted as ToolRunStarted,
+    )
+    from chatlane.agent import (
+        arun as arun,
+    )
+    from chatlane.agent import (
+        arun_stream as arun_stream,
+    )
+    from chatlane.agent import (
+        run as run,
+    )
+    from chatlane.agent import (
+        run_stream as run_stream,
+    )
+    from chatlane.backends.base import (
+        AsyncChatStream as AsyncChatStream,
+    )
+    from chatlane.backends.base import (
+        Backend as Backend,
+    )
+    from chatlane.backends.base import (
+        ChatStream as ChatStream,
+    )
+    from chatlane.backends.completion import (
+        CompletionChat as CompletionChat,
+    )
+    from chatlane.backends.fake import (
+        Fake as Fake,
+    )
+    from chatlane.backends.llamacpp import (
+        LlamaCpp as LlamaCpp,
+    )
+    from chatlane.backends.openai_chat import (
+        OpenAIChat as OpenAIChat,
+    )
+    from chatlane.backends.transport import (
+        RetryPolicy as RetryPolicy,
+    )
+    from chatlane.backends.transport import (
+        Timeouts as Timeouts,
+    )
+    from chatlane.batch import (
+        arun_batch as arun_batch,
+    )
+    from chatlane.batch import (
+        read_batch_input as read_batch_input,
+    )
+    from chatlane.batch import (
+        run_batch as run_batch,
+    )
     from chatlane.errors import (
-        APIStatusError,
-        AuthenticationError,
-        BadRequest,
-        ChatlaneError,
-        ConnectError,
-        EngineError,
-        ImageError,
-        InputError,
-        MessageError,
-        NotFound,
-        ParseError,
-        RateLimited,
-        SchemaError,
-        ServerError,
-        StreamInterrupted,
-        StructuredOutputError,
-        TimeoutError,
-        ToolError,
-        TransportError,
+        APIStatusError as APIStatusError,
+    )
+    from chatlane.errors import (
+        AuthenticationError as AuthenticationError,
+    )
+    from chatlane.errors import (
+        BadRequest as BadRequest,
+    )
+    from chatlane.errors import (
+        ChatlaneError as ChatlaneError,
+    )
+    from chatlane.errors import (
+        ConnectError as ConnectError,
+    )
+    from chatlane.errors import (
+        EngineError as EngineError,
+    )
+    from chatlane.errors import (
+        ImageError as ImageError,
+    )
+    from chatlane.errors import (
+        InputError as InputError,
+    )
+    from chatlane.errors import (
+        MessageError as MessageError,
+    )
+    from chatlane.errors import (
+        NotFound as NotFound,
+    )
+    from chatlane.errors import (
+        ParseError as ParseError,
+    )
+    from chatlane.errors import (
+        RateLimited as RateLimited,
+    )
+    from chatlane.errors import (
+        SchemaError as SchemaError,
+    )
+    from chatlane.errors import (
+        ServerError as ServerError,
+    )
+    from chatlane.errors import (
+        StreamInterrupted as StreamInterrupted,
+    )
+    from chatlane.errors import (
+        StructuredOutputError as StructuredOutputError,
+    )
+    from chatlane.errors import (
+        TimeoutError as TimeoutError,
+    )
+    from chatlane.errors import (
+        ToolError as ToolError,
+    )
+    from chatlane.errors import (
+        TransportError as TransportError,
     )
     from chatlane.events import (
-        Accumulator,
-        ChatEvent,
-        Finished,
-        ReasoningDelta,
-        ResponseStarted,
-        TextDelta,
-        ToolCallDelta,
-        ToolCallDone,
-        ToolCallStarted,
-        UsageReported,
-        aaccumulate,
-        accumulate,
+        Accumulator as Accumulator,
     )
-    from chatlane.formats.llama3 import Llama3
+    from chatlane.events import (
+        ChatEvent as ChatEvent,
+    )
+    from chatlane.events import (
+        Finished as Finished,
+    )
+    from chatlane.events import (
+        ReasoningDelta as ReasoningDelta,
+    )
+    from chatlane.events import (
+        ResponseStarted as ResponseStarted,
+    )
+    from chatlane.events import (
+        TextDelta as TextDelta,
+    )
+    from chatlane.events import (
+        ToolCallDelta as ToolCallDelta,
+    )
+    from chatlane.events import (
+        ToolCallDone as ToolCallDone,
+    )
+    from chatlane.events import (
+        ToolCallStarted as ToolCallStarted,
+    )
+    from chatlane.events import (
+        UsageReported as UsageReported,
+    )
+    from chatlane.events import (
+        aaccumulate as aaccumulate,
+    )
+    from chatlane.events import (
+        accumulate as accumulate,
+    )
+    from chatlane.formats.llama3 import (
+        Llama3 as Llama3,
+    )
     from chatlane.messages import (
-        Image,
-        Message,
-        Role,
-        Text,
-        ToolCall,
-        assistant,
-        system,
-        tool_result,
-        user,
+        Image as Image,
     )
-    from chatlane.request import ChatRequest, ResponseFormat, StreamOptions
-    from chatlane.response import ChatResponse, Choice, FinishReason, Usage
-    from chatlane.store import Store, StoreError
+    from chatlane.messages import (
+        Message as Message,
+    )
+    from chatlane.messages import (
+        Role as Role,
+    )
+    from chatlane.messages import (
+        Text as Text,
+    )
+    from chatlane.messages import (
+        ToolCall as ToolCall,
+    )
+    from chatlane.messages import (
+        assistant as assistant,
+    )
+    from chatlane.messages import (
+        system as system,
+    )
+    from chatlane.messages import (
+        tool_result as tool_result,
+    )
+    from chatlane.messages import (
+        user as user,
+    )
+    from chatlane.request import (
+        ChatRequest as ChatRequest,
+    )
+    from chatlane.request import (
+        ResponseFormat as ResponseFormat,
+    )
+    from chatlane.request import (
+        StreamOptions as StreamOptions,
+    )
+    from chatlane.response import (
+        ChatResponse as ChatResponse,
+    )
+    from chatlane.response import (
+        Choice as Choice,
+    )
+    from chatlane.response import (
+        FinishReason as FinishReason,
+    )
+    from chatlane.response import (
+        Usage as Usage,
+    )
+    from chatlane.store import (
+        Store as Store,
+    )
+    from chatlane.store import (
+        StoreError as StoreError,
+    )
     from chatlane.tools import (
-        Tool,
-        brave_search,
-        code_interpreter,
-        strict_schema,
-        tool,
-        wolfram_alpha,
+        Tool as Tool,
+    )
+    from chatlane.tools import (
+        brave_search as brave_search,
+    )
+    from chatlane.tools import (
+        code_interpreter as code_interpreter,
+    )
+    from chatlane.tools import (
+        strict_schema as strict_schema,
+    )
+    from chatlane.tools import (
+        tool as tool,
+    )
+    from chatlane.tools import (
+        wolfram_alpha as wolfram_alpha,
     )
 
 # name -> the module that defines it
