@@ -271,7 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.set_defaults(handler=cmd_batch)
 
     demo = command(
-        "demo", "a short scripted conversation", "A short scripted conversation (no model runs)."
+        "demo",
+        "the embedded engine, end to end",
+        "Render, stream, force a tool call, run it and answer on the embedded engine "
+        "(a tiny random-weight model, or $CHATLANE_MODEL).",
     )
     demo.set_defaults(handler=cmd_demo)
     return parser

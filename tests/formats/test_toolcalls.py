@@ -374,10 +374,28 @@ def test_call_to_a_tool_not_offered_is_reported_as_such() -> None:
     assert out.unknown_tools == ("brave_search",)
 
 
-def test_without_tools_nothing_is_unknown() -> None:
+def test_a_request_without_tools_makes_every_call_unknown() -> None:
     out = parse('{"name": "send_email", "parameters": {}}', tools=())
     assert calls(out) == [("send_email", {})]
+    assert out.unknown_tools == ("send_email",)
+
+
+def test_when_the_offered_tools_are_not_known_nothing_is_unknown() -> None:
+    out = parse('{"name": "send_email", "parameters": {}}', tools=None)
+    assert calls(out) == [("send_email", {})]
     assert out.unknown_tools == ()
+
+
+def test_llama3_parse_reports_calls_a_request_did_not_offer() -> None:
+    from chatlane.formats.llama3 import Llama3
+    from chatlane.messages import user
+    from chatlane.request import ChatRequest
+
+    raw = '<|python_tag|>{"name": "send_email", "parameters": {"to": "a@b.c"}}'
+    offered_nothing = Llama3().parse(raw, ChatRequest([user("mail Ada")]))
+    assert [c.name for c in offered_nothing.tool_calls] == ["send_email"]
+    assert offered_nothing.unknown_tools == ("send_email",)
+    assert Llama3().parse(raw).unknown_tools == ()
 
 
 @pytest.mark.parametrize(

@@ -372,14 +372,14 @@ class Llama3:
         """Read a whole raw output into its text and tool calls."""
         from chatlane.formats.toolcalls import parse_output
 
-        tools = request.tools if request is not None else ()
+        tools = request.tools if request is not None else None
         return parse_output(raw, tools=tools, stop_sequence=stop_sequence)
 
     def stream_parser(self, request: ChatRequest | None = None) -> StreamParser:
         """A fresh incremental parser for one response."""
         from chatlane.formats.toolcalls import ToolCallStreamParser
 
-        return ToolCallStreamParser(request.tools if request is not None else ())
+        return ToolCallStreamParser(request.tools if request is not None else None)
 
     def __repr__(self) -> str:
         return (

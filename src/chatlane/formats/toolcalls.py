@@ -130,8 +130,9 @@ class ToolCallStreamParser:
 
     Args:
         tools: the tools the request offered. Calls to other tools are still reported as
-            calls, and their names are listed in `ParsedOutput.unknown_tools`. When no tools
-            are given, nothing is reported as unknown.
+            calls, and their names are listed in `ParsedOutput.unknown_tools` (a request that
+            offered no tools makes every call unknown). ``None``, when the offered tools are
+            not known, reports nothing as unknown.
         ids: where tool-call ids come from (default: `random_call_id`); pass
             `sequential_ids()` for deterministic ids.
 
@@ -139,8 +140,11 @@ class ToolCallStreamParser:
     of times, and nothing is re-parsed from the start.
     """
 
-    def __init__(self, tools: Sequence[Tool] = (), *, ids: Callable[[], str] | None = None) -> None:
-        self._tools: dict[str, Tool] = {t.name: t for t in tools}
+    def __init__(
+        self, tools: Sequence[Tool] | None = None, *, ids: Callable[[], str] | None = None
+    ) -> None:
+        self._tools: dict[str, Tool] = {t.name: t for t in tools or ()}
+        self._offered_known = tools is not None
         self._ids = ids or random_call_id
         self._mode = _Mode.TEXT
         self._head = ""
@@ -643,7 +647,11 @@ class ToolCallStreamParser:
         for call in calls:
             index = len(self._calls)
             self._calls.append(call)
-            if self._tools and call.name not in self._tools and call.name not in self._unknown:
+            if (
+                self._offered_known
+                and call.name not in self._tools
+                and call.name not in self._unknown
+            ):
                 self._unknown.append(call.name)
             events.append(ToolCallStarted(index, call.id, call.name))
             events.append(ToolCallDelta(index, call.raw_arguments))
@@ -844,7 +852,7 @@ def _is_python(code: str) -> bool:
 def parse_output(
     raw: str,
     *,
-    tools: Sequence[Tool] = (),
+    tools: Sequence[Tool] | None = None,
     stop_sequence: str | None = None,
     truncated: bool = False,
     ids: Callable[[], str] | None = None,
@@ -854,7 +862,8 @@ def parse_output(
     Args:
         raw: the model's text, special tokens included as text (``<|python_tag|>``, and a
             final ``<|eom_id|>`` / ``<|eot_id|>`` or not).
-        tools: the tools the request offered (calls to others are listed as unknown).
+        tools: the tools the request offered (calls to others are listed as unknown), or
+            None when that is not known.
         stop_sequence: the stop token that ended the output, when the caller knows it.
         truncated: the output was cut off by the token limit.
         ids: where tool-call ids come from (see `sequential_ids`).
