@@ -392,7 +392,7 @@ def test_llama3_parse_reports_calls_a_request_did_not_offer() -> None:
     from chatlane.request import ChatRequest
 
     raw = '<|python_tag|>{"name": "send_email", "parameters": {"to": "a@b.c"}}'
-    offered_nothing = Llama3().parse(raw, ChatRequest([user("mail Ada")]))
+    offered_nothing = Llama3().parse(raw, ChatRequest((user("mail Ada"),)))
     assert [c.name for c in offered_nothing.tool_calls] == ["send_email"]
     assert offered_nothing.unknown_tools == ("send_email",)
     assert Llama3().parse(raw).unknown_tools == ()
