@@ -218,7 +218,7 @@ def _cold(tokenizer: Any) -> Llama3:
 def _check_cold(tokenizer: Any) -> None:
     # Every cache a Llama3 keeps between renders starts empty in the cold measurement.
     fmt = _cold(tokenizer)
-    caches = (fmt._cache, fmt._messages, fmt._fixed, fmt._state, fmt._last)
+    caches = (fmt._cache, fmt._messages, fmt._unfiled, fmt._fixed, fmt._state, fmt._last)
     if any(caches):
         raise AssertionError(f"a new Llama3 starts with a cache: {caches}")
 

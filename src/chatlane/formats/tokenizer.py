@@ -238,14 +238,20 @@ class Llama3Tokenizer:
         except TypeError:
             wrong = next(s for s in segments if not isinstance(s, str))
             raise InputError(f"the tokenizer encodes str, got {type(wrong).__name__}") from None
+        return self._encode_segments(segments, whole)
+
+    def _encode_segments(self, segments: Sequence[str], whole: str) -> list[int]:
+        # encode_segments for segments known to be str, whose join is ``whole``.
         if len(whole) > _MAX_RUN_CHARS:
             # Meta cuts long texts into slices first; take the whole-text path for those.
             return self.encode(whole)
-        fixed = self._fixed
+        get = self._fixed.get
         plain = self._encode_plain
         tokens: list[int] = []
         for segment in segments:
-            known = fixed.get(segment)
+            # (the fixed texts of `meta_json_tools_segments` are the table's own keys, found
+            # by identity without hashing)
+            known = get(segment)
             if known is not None:
                 tokens += known
             elif (
