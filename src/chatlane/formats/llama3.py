@@ -506,6 +506,8 @@ class Llama3:
                 role: (_HEADER_TEXT[name], tokenizer.header_tokens[name])
                 for role, name in _META_ROLE.items()
             }
+            json_calls = self.tool_format == "json"
+            json_call = P.meta_json_call
             for message in body:
                 if lookup:
                     hit = cache.get(id(message))
@@ -531,6 +533,38 @@ class Llama3:
                     tokens[0:0] = head_tokens
                     tokens.append(END_OF_TURN)
                     append((f"{head_text}{content}<|eot_id|>", tokens))
+                elif json_calls and type(content) is str:
+                    # An assistant's JSON tool calls (what _meta_json_calls gives them: a
+                    # header, the text, each call tokenized on its own, <|eot_id|>), where
+                    # no call is to a built-in tool.
+                    head_text, head_tokens = heads[message.role]
+                    tokens = [*head_tokens]
+                    if content:
+                        tokens += encode(content)
+                    texts = [head_text, content]
+                    for call in message.tool_calls:
+                        if call.name in _BUILTIN_NAMES:
+                            break
+                        piece = json_call(call)
+                        texts.append(piece)
+                        # (valid arguments are written by json.dumps: ASCII, controls
+                        # escaped; encode's test for the lookahead-free regex leaves only the
+                        # double space to look for)
+                        if (
+                            call.arguments_error is None
+                            and "  " not in piece
+                            and len(piece) <= _MAX_RUN_CHARS
+                            and piece.isascii()
+                        ):
+                            tokens += plain(piece)
+                        else:
+                            tokens += encode(piece)
+                    else:
+                        texts.append("<|eot_id|>")
+                        tokens.append(END_OF_TURN)
+                        append(("".join(texts), tokens))
+                        continue
+                    append(self._render_message(message, False, tokenize, builtins))
                 else:
                     append(self._render_message(message, False, tokenize, builtins))
         else:
@@ -897,6 +931,8 @@ def _text_only(message: Message, what: str) -> str:
         raise MessageError(f"{what} cannot hold images in a Llama 3 prompt")
     return message.text
 
+
+_BUILTIN_NAMES = frozenset(P.BUILTIN_NAMES)
 
 # Enum members as module constants: attribute access on an enum class is slow in 3.11, and
 # these checks run for every message of every render.

@@ -247,6 +247,12 @@ class Llama3Tokenizer:
             return self.encode(whole)
         get = self._fixed.get
         plain = self._encode_plain
+        # One look at the whole text instead of one per segment: where it is ASCII without
+        # \t, \v and \f, so is every segment, and only a double space sends one to the
+        # exact regex (the test _tiktoken makes).
+        clean = (
+            whole.isascii() and "\t" not in whole and "\x0b" not in whole and "\x0c" not in whole
+        )
         tokens: list[int] = []
         for segment in segments:
             # (the fixed texts of `meta_json_tools_segments` are the table's own keys, found
@@ -254,14 +260,7 @@ class Llama3Tokenizer:
             known = get(segment)
             if known is not None:
                 tokens += known
-            elif (
-                segment.isascii()
-                and "  " not in segment
-                and "\t" not in segment
-                and "\x0b" not in segment
-                and "\x0c" not in segment
-            ):
-                # _tiktoken's test for plain ASCII text, inlined: tool values are many.
+            elif clean and "  " not in segment:
                 tokens += plain(segment)
             else:
                 tokens += self._tiktoken(segment)
