@@ -218,9 +218,9 @@ class Llama3:
         # id(message) -> (the message, how it was rendered, the rendering)
         self._messages: dict[int, tuple[Message, _How, _Rendered]] = {}
         self._fixed: dict[tuple[str, bool], _Rendered] = {}
-        # The messages the last render rendered, not yet in _messages: (the messages, the
-        # parts, where theirs start, how they were rendered).
-        self._unfiled: tuple[Sequence[Message], list[_Rendered], int, _How] | None = None
+        # Renderings not yet in _messages: (the messages, their renderings, how they were
+        # rendered), filed by the next render that looks there.
+        self._unfiled: list[tuple[Sequence[Message], list[_Rendered], _How]] = []
 
     # -- the PromptFormat protocol -------------------------------------------------------
 
@@ -316,7 +316,7 @@ class Llama3:
             # The conversation grew from the last one rendered: render only the new turns.
             out = list(state.parts)
             self._render_messages(
-                out, messages[len(state.messages) :], prefill, tokenize, state.builtins
+                out, messages[len(state.messages) :], prefill, tokenize, state.builtins, grown=True
             )
             self._remember(
                 messages, tools, request.tool_choice, tokenize, out, state.builtins, prefill
@@ -475,21 +475,32 @@ class Llama3:
         prefill: bool,
         tokenize: bool,
         builtins: frozenset[str] | None,
+        *,
+        grown: bool = False,
     ) -> None:
         """Append each message's rendering, from the cache where the same message object was
         rendered the same way before (this loop is what rendering a long conversation costs,
-        so it stays lean)."""
-        if self._unfiled is not None:
-            self._file_messages()
+        so it stays lean). ``grown``: the messages are the new turns of the conversation
+        rendered last, which are not looked up.
+
+        New renderings are filed in the cache by the next render that looks there, not
+        here: a single render, and a conversation that only grows, never need them.
+        """
         cache = self._messages
-        if len(cache) + len(messages) > _CACHE_SIZE:
-            # Drop the oldest: messages of conversations that moved on.
-            for old in list(cache)[
-                : max(len(cache) // 2, len(cache) + len(messages) - _CACHE_SIZE)
-            ]:
-                cache.pop(old, None)
-        # A first render (nothing cached yet) skips the lookups.
-        lookup = bool(cache)
+        if not grown:
+            if self._unfiled:
+                self._file_messages()
+            if len(cache) + len(messages) > _CACHE_SIZE:
+                # Drop the oldest: messages of conversations that moved on.
+                for old in list(cache)[
+                    : max(len(cache) // 2, len(cache) + len(messages) - _CACHE_SIZE)
+                ]:
+                    cache.pop(old, None)
+        elif len(self._unfiled) > 64:
+            self._file_messages()
+        # A first render (nothing cached yet) skips the lookups; a render that looks up files
+        # what it renders at once (the rest of the conversation is filed already).
+        lookup = bool(cache) and not grown
         append = out.append
         closed = (False, tokenize, builtins)
         # A prefilled last message (left open) is rendered after the loop.
@@ -532,19 +543,21 @@ class Llama3:
                         tokens = encode(content)
                     tokens[0:0] = head_tokens
                     tokens.append(END_OF_TURN)
-                    append((f"{head_text}{content}<|eot_id|>", tokens))
-                elif json_calls and type(content) is str:
-                    # An assistant's JSON tool calls (what _meta_json_calls gives them: a
-                    # header, the text, each call tokenized on its own, <|eot_id|>), where
-                    # no call is to a built-in tool.
+                    rendered = (f"{head_text}{content}<|eot_id|>", tokens)
+                elif (
+                    json_calls
+                    and type(content) is str
+                    and _BUILTIN_NAMES.isdisjoint([call.name for call in message.tool_calls])
+                ):
+                    # An assistant's JSON tool calls, none to a built-in tool (what
+                    # _meta_json_calls gives them: a header, the text, each call tokenized
+                    # on its own, <|eot_id|>).
                     head_text, head_tokens = heads[message.role]
                     tokens = [*head_tokens]
                     if content:
                         tokens += encode(content)
                     texts = [head_text, content]
                     for call in message.tool_calls:
-                        if call.name in _BUILTIN_NAMES:
-                            break
                         piece = json_call(call)
                         texts.append(piece)
                         # (valid arguments are written by json.dumps: ASCII, controls
@@ -559,14 +572,14 @@ class Llama3:
                             tokens += plain(piece)
                         else:
                             tokens += encode(piece)
-                    else:
-                        texts.append("<|eot_id|>")
-                        tokens.append(END_OF_TURN)
-                        append(("".join(texts), tokens))
-                        continue
-                    append(self._render_message(message, False, tokenize, builtins))
+                    texts.append("<|eot_id|>")
+                    tokens.append(END_OF_TURN)
+                    rendered = ("".join(texts), tokens)
                 else:
-                    append(self._render_message(message, False, tokenize, builtins))
+                    rendered = self._render_message(message, False, tokenize, builtins)
+                append(rendered)
+                if lookup:
+                    cache[id(message)] = (message, closed, rendered)
         else:
             for message in body:
                 if lookup:
@@ -574,10 +587,12 @@ class Llama3:
                     if hit is not None and hit[0] is message and hit[1] == closed:
                         append(hit[2])
                         continue
-                append(self._render_message(message, False, tokenize, builtins))
-        # The renderings are filed in the cache by the next render that looks there, not
-        # here: a single render (the common case) never needs them.
-        self._unfiled = (body, out, start, closed)
+                rendered = self._render_message(message, False, tokenize, builtins)
+                append(rendered)
+                if lookup:
+                    cache[id(message)] = (message, closed, rendered)
+        if not lookup and body:
+            self._unfiled.append((body, out[start:], closed))
         if prefill:
             message = messages[-1]
             how = (True, tokenize, builtins)
@@ -590,15 +605,12 @@ class Llama3:
             append(rendered)
 
     def _file_messages(self) -> None:
-        # File the last render's messages in the cache (see _render_messages).
-        unfiled = self._unfiled
-        self._unfiled = None
-        if unfiled is None:
-            return
-        body, parts, start, how = unfiled
+        # File the renderings of earlier renders in the cache (see _render_messages).
         cache = self._messages
-        for message, rendered in zip(body, parts[start : start + len(body)], strict=True):
-            cache[id(message)] = (message, how, rendered)
+        for body, parts, how in self._unfiled:
+            for message, rendered in zip(body, parts, strict=True):
+                cache[id(message)] = (message, how, rendered)
+        self._unfiled.clear()
 
     def _render_message(
         self, message: Message, continuing: bool, tokenize: bool, builtins: frozenset[str] | None
