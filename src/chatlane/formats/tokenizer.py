@@ -245,7 +245,6 @@ class Llama3Tokenizer:
         if len(whole) > _MAX_RUN_CHARS:
             # Meta cuts long texts into slices first; take the whole-text path for those.
             return self.encode(whole)
-        get = self._fixed.get
         plain = self._encode_plain
         # One look at the whole text instead of one per segment: where it is ASCII without
         # \t, \v and \f, so is every segment, and only a double space sends one to the
@@ -253,17 +252,20 @@ class Llama3Tokenizer:
         clean = (
             whole.isascii() and "\t" not in whole and "\x0b" not in whole and "\x0c" not in whole
         )
+        # The fixed texts (those of `meta_json_tools_segments` are the table's own keys,
+        # found by identity without hashing), and the values seen so far in this text: tools
+        # often share parameter names and descriptions, and a repeated value is tokenized
+        # once. (Nothing is kept once the call returns.)
+        known = dict(self._fixed)
+        get = known.get
         tokens: list[int] = []
         for segment in segments:
-            # (the fixed texts of `meta_json_tools_segments` are the table's own keys, found
-            # by identity without hashing)
-            known = get(segment)
-            if known is not None:
-                tokens += known
-            elif clean and "  " not in segment:
-                tokens += plain(segment)
-            else:
-                tokens += self._tiktoken(segment)
+            ids = get(segment)
+            if ids is None:
+                clear = clean and "  " not in segment
+                ids = plain(segment) if clear else self._tiktoken(segment)
+                known[segment] = ids
+            tokens += ids
         return tokens
 
     def special(self, name: str) -> int:
