@@ -201,3 +201,34 @@ def test_raw_arguments_with_whitespace_runs_take_the_exact_regex(tokenizer: Any)
     text = '{"type": "function", "name": "f", "parameters": {\t a}}'
     meta = list(MetaTokenizer.get_instance().encode(text, bos=False, eos=False))
     assert list(part[1]) == [*tokenizer.header_tokens["assistant"], *meta, 128009]
+
+
+def test_tools_sharing_values_are_tokenized_as_meta_does(tokenizer: Any) -> None:
+    # Repeated values (a parameter name, a description, an empty one) are tokenized once
+    # per text; each repeat must still take the path its own text needs.
+    from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
+
+    def tool(name: str, description: str) -> Tool:
+        return Tool.from_schema(
+            name,
+            {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string", "description": description},
+                    "limit": {"type": "integer"},
+                    "mode": {"type": "string", "description": "two  spaces"},
+                },
+                "required": ["query"],
+            },
+            description,
+        )
+
+    tools = [tool(f"t{i}", d) for i, d in enumerate(["same", "same", "", "two  spaces", "é"])]
+    segments = P.meta_json_tools_segments(tools)
+    assert len(set(segments[1::2])) < len(segments[1::2])
+    whole = "".join(segments)
+    meta = list(MetaTokenizer.get_instance().encode(whole, bos=False, eos=False))
+    assert tokenizer.encode_segments(segments) == meta
+    assert tokenizer.encode_segments([*segments[:-1], segments[-1] + "\t"]) == list(
+        MetaTokenizer.get_instance().encode(whole + "\t", bos=False, eos=False)
+    )
