@@ -256,8 +256,6 @@ class Llama3:
                 k += 1
         # Extending a list slice by slice beats chain() item by item.
         joined: list[int] = []
-        texts: list[str] = []
-        add_text = texts.append
         if k and last is not None:
             ends = last.ends
             if len(ends) < k:
@@ -268,18 +266,17 @@ class Llama3:
                     x_end += len(text)
                     ends.append((t_end, x_end))
             t_end, x_end = ends[k - 1]
-            for text, tokens in parts[k:]:
+            new = parts[k:]
+            for _, tokens in new:
                 joined += tokens
-                add_text(text)
             token_tuple = last.tokens[:t_end] + tuple(joined)
-            text = last.text[:x_end] + "".join(texts)
+            text = last.text[:x_end] + "".join([part[0] for part in new])
             ends = ends[:k]
         else:
-            for text, tokens in parts:
+            for _, tokens in parts:
                 joined += tokens
-                add_text(text)
             token_tuple = tuple(joined)
-            text = "".join(texts)
+            text = "".join([part[0] for part in parts])
             ends = []
         self._last = _LastPrompt(parts, token_tuple, text, ends)
         return Prompt(text, token_tuple)
