@@ -406,6 +406,9 @@ class Llama3:
         tokens: list[int] = []
         merge = self.profile == "hf"
         pending: list[str] = []
+        # Role names and the blank line after a header: the tokenizer's precomputed ids,
+        # without a call to encode.
+        fixed = tokenizer._fixed.get
         for piece in pieces:
             if isinstance(piece, str):
                 text.append(piece)
@@ -413,8 +416,10 @@ class Llama3:
                     pending.append(piece)
                 elif type(piece) is _Segments:
                     tokens += tokenizer._encode_segments(piece.segments, piece)
+                elif (known := fixed(piece)) is not None:
+                    tokens += known
                 elif piece:
-                    tokens.extend(encode(piece))
+                    tokens += encode(piece)
             else:
                 if pending:
                     tokens.extend(encode("".join(pending)))
@@ -423,7 +428,8 @@ class Llama3:
                 tokens.append(piece)
         if pending:
             tokens.extend(encode("".join(pending)))
-        return ("".join(text), tuple(tokens))
+        # (the list as it is: nothing changes a rendered part's tokens)
+        return ("".join(text), tokens)
 
     def _cached(self, key: tuple[Any, ...], owner: object, build: Any, tokenize: bool) -> _Rendered:
         key = (*key, tokenize)
