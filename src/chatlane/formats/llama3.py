@@ -516,12 +516,19 @@ class Llama3:
             tokenizer = self.tokenizer
             encode = tokenizer.encode
             plain = tokenizer._encode_plain
+            head = tokenizer.header_tokens
             heads = {
-                role: (_HEADER_TEXT[name], tokenizer.header_tokens[name])
-                for role, name in _META_ROLE.items()
+                _USER: (_HEADER_TEXT["user"], head["user"]),
+                _ASSISTANT: (_HEADER_TEXT["assistant"], head["assistant"]),
+                _TOOL: (_HEADER_TEXT["ipython"], head["ipython"]),
+                _SYSTEM: (_HEADER_TEXT["system"], head["system"]),
             }
             json_calls = self.tool_format == "json"
             json_call = P.meta_json_call
+            # (module globals as locals: this loop runs once per message)
+            max_run = _MAX_RUN_CHARS
+            eot = END_OF_TURN
+            builtin_names = _BUILTIN_NAMES
             for message in body:
                 if lookup:
                     hit = cache.get(id(message))
@@ -535,7 +542,7 @@ class Llama3:
                     # to 25,000 characters without two of space, \t, \v, \f in a row.
                     if (
                         content.isascii()
-                        and len(content) <= _MAX_RUN_CHARS
+                        and len(content) <= max_run
                         and "  " not in content
                         and "\t" not in content
                         and "\x0b" not in content
@@ -545,12 +552,12 @@ class Llama3:
                     else:
                         tokens = encode(content)
                     tokens[0:0] = head_tokens
-                    tokens.append(END_OF_TURN)
+                    tokens.append(eot)
                     rendered = (f"{head_text}{content}<|eot_id|>", tokens)
                 elif (
                     json_calls
                     and type(content) is str
-                    and _BUILTIN_NAMES.isdisjoint([call.name for call in message.tool_calls])
+                    and builtin_names.isdisjoint([call.name for call in message.tool_calls])
                 ):
                     # An assistant's JSON tool calls, none to a built-in tool (what
                     # _meta_json_calls gives them: a header, the text, each call tokenized
@@ -569,14 +576,14 @@ class Llama3:
                         if (
                             call.arguments_error is None
                             and "  " not in piece
-                            and len(piece) <= _MAX_RUN_CHARS
+                            and len(piece) <= max_run
                             and piece.isascii()
                         ):
                             tokens += plain(piece)
                         else:
                             tokens += encode(piece)
                     texts.append("<|eot_id|>")
-                    tokens.append(END_OF_TURN)
+                    tokens.append(eot)
                     rendered = ("".join(texts), tokens)
                 else:
                     rendered = self._render_message(message, False, tokenize, builtins)
@@ -659,7 +666,7 @@ class Llama3:
         key = (
             "meta-preamble",
             system_text,
-            tuple(id(t) for t in tools),
+            tuple(map(id, tools)),
             tool_choice,
             self._date_text("meta"),
         )
