@@ -232,3 +232,25 @@ def test_tools_sharing_values_are_tokenized_as_meta_does(tokenizer: Any) -> None
     assert tokenizer.encode_segments([*segments[:-1], segments[-1] + "\t"]) == list(
         MetaTokenizer.get_instance().encode(whole + "\t", bos=False, eos=False)
     )
+
+
+def test_a_conversation_that_only_grows_keeps_the_message_cache_bounded(
+    tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatlane.formats import llama3
+
+    monkeypatch.setattr(llama3, "_CACHE_SIZE", 40)
+    fmt = Llama3(tokenizer=tokenizer)
+    messages: list[Message] = [system("s")]
+    for turn in range(150):
+        messages.append(user(f"question {turn}"))
+        prompt = fmt.render(ChatRequest(tuple(messages)))
+        messages.append(assistant(f"answer {turn}"))
+        assert len(fmt._messages) <= 40
+        assert sum(len(body) for body, _, _ in fmt._unfiled) <= 2 * 65
+    assert prompt == Llama3(tokenizer=tokenizer).render(ChatRequest(tuple(messages[:-1])))
+    # A render that looks messages up (the system prompt changed) files them first.
+    again = ChatRequest((system("other"), *messages[-6:-1]))
+    assert fmt.render(again) == Llama3(tokenizer=tokenizer).render(again)
+    assert not fmt._unfiled
+    assert len(fmt._messages) <= 40

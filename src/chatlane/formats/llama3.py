@@ -490,17 +490,14 @@ class Llama3:
         here: a single render, and a conversation that only grows, never need them.
         """
         cache = self._messages
-        if not grown:
-            if self._unfiled:
-                self._file_messages()
-            if len(cache) + len(messages) > _CACHE_SIZE:
-                # Drop the oldest: messages of conversations that moved on.
-                for old in list(cache)[
-                    : max(len(cache) // 2, len(cache) + len(messages) - _CACHE_SIZE)
-                ]:
-                    cache.pop(old, None)
-        elif len(self._unfiled) > 64:
+        if self._unfiled and (not grown or len(self._unfiled) > 64):
             self._file_messages()
+        if len(cache) + len(messages) > _CACHE_SIZE:
+            # Drop the oldest: messages of conversations that moved on.
+            for old in list(cache)[
+                : max(len(cache) // 2, len(cache) + len(messages) - _CACHE_SIZE)
+            ]:
+                cache.pop(old, None)
         # A first render (nothing cached yet) skips the lookups; a render that looks up files
         # what it renders at once (the rest of the conversation is filed already).
         lookup = bool(cache) and not grown
