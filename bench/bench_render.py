@@ -6,8 +6,9 @@ tool call and its result. Each row is the best of several timed batches.
 - render + tokenize: chatlane's meta profile against Meta's ``ChatFormat.encode_dialog_prompt``
   (given the same system and tool-definition texts), cold and warm (the same conversation
   again). Cold means every cache chatlane keeps is empty: each iteration builds a new
-  `Llama3`, whose caches (rendered messages, preambles, the last conversation and prompt)
-  are all chatlane keeps between renders; the bench checks that they start empty. What
+  `Llama3`, whose caches (rendered messages, those waiting to be filed, preambles, the last
+  conversation and prompt) are all chatlane keeps between renders; the bench checks that
+  they start empty. What
   stays is the loaded tokenizer: its BPE ranks and the ids of the format's fixed texts (role
   names, the fixed text of tool definitions), computed once when it loads, from no input;
 - tiktoken core alone: tiktoken's Rust BPE (``CoreBPE.encode_ordinary``, no Python around
@@ -218,7 +219,7 @@ def _cold(tokenizer: Any) -> Llama3:
 def _check_cold(tokenizer: Any) -> None:
     # Every cache a Llama3 keeps between renders starts empty in the cold measurement.
     fmt = _cold(tokenizer)
-    caches = (fmt._cache, fmt._messages, fmt._fixed, fmt._state, fmt._last)
+    caches = (fmt._cache, fmt._messages, fmt._unfiled, fmt._fixed, fmt._state, fmt._last)
     if any(caches):
         raise AssertionError(f"a new Llama3 starts with a cache: {caches}")
 

@@ -18,7 +18,7 @@ import contextlib
 import datetime as _dt
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from chatlane.messages import ToolCall
@@ -63,6 +63,33 @@ _MONTHS = (
 # The C encoders behind json.dumps(str, ensure_ascii=False) and json.dumps(str).
 _encode_str = json.encoder.encode_basestring
 _encode_ascii = json.encoder.encode_basestring_ascii
+
+
+def _make_dumps() -> Callable[[Any], str]:
+    # json.dumps(value) with its default settings, on an encoder built once: json.dumps
+    # builds a new C encoder on every call, which costs more than encoding a small object.
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.dumps
+    # (no markers for the circular-reference check: the C encoder leaves stale ones behind
+    # after an error; a circular value fails on the recursion limit and goes to json.dumps)
+    encode = make(
+        None, json.JSONEncoder().default, _encode_ascii, None, ": ", ", ", False, False, True
+    )
+
+    def dumps(value: Any) -> str:
+        try:
+            return "".join(encode(value, 0))
+        except Exception:
+            # json.dumps raises the error it always raised (or encodes what the C encoder
+            # alone cannot, such as a Mapping that is not a dict).
+            return json.dumps(value)
+
+    return dumps
+
+
+dumps = _make_dumps()
+"""``json.dumps(value)`` (the default settings: ASCII, ``", "`` and ``": "``), faster."""
 
 
 def json_inner(text: str) -> str:
@@ -154,17 +181,28 @@ _JSON_PROPERTY_CLOSE = "                    }\n                }"
 _JSON_REQUIRED = '\n            ],\n            "required":'
 _JSON_TOOL_CLOSE = "        }\n    }\n}\n"
 
+# The fixed texts as they stand between two values, built once: segments made of these very
+# objects are found in the tokenizer's table by identity, without hashing a new string.
+_HEAD_OPEN = _JSON_TOOLS_HEAD + _JSON_TOOL_OPEN
+_HEAD_TAIL = _JSON_TOOLS_HEAD + _JSON_TOOLS_TAIL
+_CLOSE_OPEN = _JSON_TOOL_CLOSE + _JSON_TOOL_OPEN
+_CLOSE_TAIL = _JSON_TOOL_CLOSE + _JSON_TOOLS_TAIL
+_PARAMETERS_OPEN = _JSON_PARAMETERS + _JSON_PROPERTY_OPEN
+_PARAMETERS_REQUIRED = _JSON_PARAMETERS + _JSON_REQUIRED
+_PROPERTY_NEXT = _JSON_PROPERTY_CLOSE + "," + _JSON_PROPERTY_OPEN
+_PROPERTY_REQUIRED = _JSON_PROPERTY_CLOSE + _JSON_REQUIRED
+
 FIXED_TEXTS = (
-    _JSON_TOOLS_HEAD + _JSON_TOOL_OPEN,
-    _JSON_TOOLS_HEAD + _JSON_TOOLS_TAIL,
-    _JSON_TOOL_CLOSE + _JSON_TOOL_OPEN,
-    _JSON_TOOL_CLOSE + _JSON_TOOLS_TAIL,
+    _HEAD_OPEN,
+    _HEAD_TAIL,
+    _CLOSE_OPEN,
+    _CLOSE_TAIL,
     _JSON_DESCRIPTION,
-    _JSON_PARAMETERS + _JSON_PROPERTY_OPEN,
-    _JSON_PARAMETERS + _JSON_REQUIRED,
+    _PARAMETERS_OPEN,
+    _PARAMETERS_REQUIRED,
     _JSON_PROPERTY_TYPE,
-    _JSON_PROPERTY_CLOSE + "," + _JSON_PROPERTY_OPEN,
-    _JSON_PROPERTY_CLOSE + _JSON_REQUIRED,
+    _PROPERTY_NEXT,
+    _PROPERTY_REQUIRED,
 )
 """The fixed texts of tool-definition prompts, whose tokens the tokenizer precomputes."""
 
@@ -186,26 +224,39 @@ def meta_json_tools_segments(tools: Sequence[Tool]) -> list[str]:
     break always starts a piece. tests/formats/test_tokenizer_paths.py checks the cuts
     against Meta's tokenizer on the whole text.
     """
-    out = [_JSON_TOOLS_HEAD]
+    out: list[str] = []
+    append = out.append
+    fixed = _HEAD_OPEN
     for tool in tools:
-        out[-1] += _JSON_TOOL_OPEN
-        out.append(f" {_encode_str(tool.name)},\n")
-        out.append(_JSON_DESCRIPTION)
-        out.append(f" {_encode_str(tool.description or '')},\n")
-        out.append(_JSON_PARAMETERS)
-        props = _properties(tool)
-        for name, schema, _ in props:
-            out[-1] += _JSON_PROPERTY_OPEN
-            out.append(f" {_encode_str(name)}: {{\n")
-            out.append(_JSON_PROPERTY_TYPE)
-            out.append(f" {_encode_str(str(schema.get('description', '')))}\n")
-            out.append(_JSON_PROPERTY_CLOSE + ",")
+        parameters = tool.parameters
+        props = parameters.get("properties", {})
+        required = parameters.get("required", [])
+        append(fixed)
+        append(f" {_encode_str(tool.name)},\n")
+        append(_JSON_DESCRIPTION)
+        append(f" {_encode_str(tool.description or '')},\n")
+        fixed = _PARAMETERS_OPEN if props else _PARAMETERS_REQUIRED
+        names = []
+        for name, schema in props.items():
+            append(fixed)
+            append(f" {_encode_str(name)}: {{\n")
+            append(_JSON_PROPERTY_TYPE)
+            # (the dict test first: an isinstance against the Mapping ABC is slow)
+            description = (
+                schema.get("description", "")
+                if type(schema) is dict or isinstance(schema, Mapping)
+                else ""
+            )
+            append(f" {_encode_str(str(description))}\n")
+            fixed = _PROPERTY_NEXT
+            if name in required:
+                names.append(name)
         if props:
-            out[-1] = _JSON_PROPERTY_CLOSE
-        out[-1] += _JSON_REQUIRED
-        out.append(f" {jinja_tojson([name for name, _, req in props if req])}\n")
-        out.append(_JSON_TOOL_CLOSE)
-    out[-1] += _JSON_TOOLS_TAIL
+            fixed = _PROPERTY_REQUIRED
+        append(fixed)
+        append(f" {jinja_tojson(names)}\n")
+        fixed = _CLOSE_OPEN
+    append(_CLOSE_TAIL if tools else _HEAD_TAIL)
     return out
 
 
@@ -339,11 +390,14 @@ def _escape_quotes(text: str) -> str:
 
 
 def meta_json_call(call: ToolCall) -> str:
-    """llama-models' JSON call: ``{"type": "function", "name": ..., "parameters": ...}``."""
-    args, raw = call_arguments(call)
-    if args is None:
-        return f'{{"type": "function", "name": {json.dumps(call.name)}, "parameters": {raw}}}'
-    return json.dumps({"type": "function", "name": call.name, "parameters": dict(args)})
+    """llama-models' JSON call: ``{"type": "function", "name": ..., "parameters": ...}``
+    (``json.dumps`` of that object)."""
+    name = _encode_ascii(call.name)
+    if call.arguments_error is not None:
+        return f'{{"type": "function", "name": {name}, "parameters": {call.raw_arguments}}}'
+    args = call.arguments
+    text = dumps(args if type(args) is dict else dict(args))
+    return f'{{"type": "function", "name": {name}, "parameters": {text}}}'
 
 
 def function_tag_call(call: ToolCall) -> str:

@@ -21,7 +21,6 @@ import datetime as _dt
 import operator
 import os
 from collections.abc import Sequence
-from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
 from chatlane.errors import InputError, MessageError
@@ -107,17 +106,15 @@ _HEADER_TEXT = {
 }
 
 
-class _Rendered(NamedTuple):
-    # A NamedTuple rather than a frozen dataclass: a prompt builds one per message, and a
-    # frozen dataclass's __init__ costs several times more.
-    text: str
-    tokens: Sequence[int]
-    """A tuple, or a list that nothing changes once it is here (saves a copy per message)."""
+_Rendered: TypeAlias = tuple[str, Sequence[int]]
+"""A rendered part: its text and its tokens (a tuple, or a list that nothing changes once it
+is here, which saves a copy per message). A plain tuple rather than a NamedTuple: a prompt
+builds one per message, and a tuple subclass costs more to build than the tokens of a short
+message cost to look up."""
 
 
-# tuple.__new__(_Rendered, (text, tokens)) builds one without the NamedTuple's Python-level
-# __new__ (the hot loop of _render_messages).
-_new_rendered = tuple.__new__
+_How: TypeAlias = tuple[bool, bool, frozenset[str] | None]
+"""How a message was rendered: (left open, tokenized, the hf profile's built-ins)."""
 
 
 class _State(NamedTuple):
@@ -133,13 +130,13 @@ class _State(NamedTuple):
 
 
 class _LastPrompt(NamedTuple):
-    # (NamedTuples, like _Rendered: built on every render, and cheaper than frozen
-    # dataclasses)
+    # (a NamedTuple: built on every render, and cheaper than a frozen dataclass)
     parts: list[_Rendered]
-    token_ends: list[int]
-    text_ends: list[int]
     tokens: tuple[int, ...]
     text: str
+    ends: list[tuple[int, int]]
+    """Where each part ends in ``tokens`` and ``text``: filled by the next render that
+    starts with some of these parts (a single render never needs them)."""
 
 
 def _same(a: object, b: object) -> bool:
@@ -219,10 +216,11 @@ class Llama3:
         self._last: _LastPrompt | None = None
         self._state: _State | None = None
         # id(message) -> (the message, how it was rendered, the rendering)
-        self._messages: dict[
-            int, tuple[Message, tuple[bool, bool, frozenset[str] | None], _Rendered]
-        ] = {}
+        self._messages: dict[int, tuple[Message, _How, _Rendered]] = {}
         self._fixed: dict[tuple[str, bool], _Rendered] = {}
+        # Renderings not yet in _messages: (the messages, their renderings, how they were
+        # rendered), filed by the next render that looks there.
+        self._unfiled: list[tuple[Sequence[Message], list[_Rendered], _How]] = []
 
     # -- the PromptFormat protocol -------------------------------------------------------
 
@@ -256,33 +254,36 @@ class Llama3:
             n = min(len(old), len(parts))
             while k < n and old[k] is parts[k]:
                 k += 1
-        new = parts[k:] if k else parts
         # Extending a list slice by slice beats chain() item by item.
         joined: list[int] = []
-        for part in new:
-            joined += part.tokens
-        new_tokens = tuple(joined)
-        new_text = "".join([part.text for part in new])
-        token_lengths = accumulate([len(part.tokens) for part in new])
-        text_lengths = accumulate([len(part.text) for part in new])
         if k and last is not None:
-            t_end = last.token_ends[k - 1]
-            x_end = last.text_ends[k - 1]
-            token_tuple = last.tokens[:t_end] + new_tokens
-            text = last.text[:x_end] + new_text
-            token_ends = last.token_ends[:k] + [t_end + n for n in token_lengths]
-            text_ends = last.text_ends[:k] + [x_end + n for n in text_lengths]
+            ends = last.ends
+            if len(ends) < k:
+                # Where the previous prompt's parts end, counted now that they are needed.
+                t_end, x_end = ends[-1] if ends else (0, 0)
+                for text, tokens in last.parts[len(ends) :]:
+                    t_end += len(tokens)
+                    x_end += len(text)
+                    ends.append((t_end, x_end))
+            t_end, x_end = ends[k - 1]
+            new = parts[k:]
+            for _, tokens in new:
+                joined += tokens
+            token_tuple = last.tokens[:t_end] + tuple(joined)
+            text = last.text[:x_end] + "".join([part[0] for part in new])
+            ends = ends[:k]
         else:
-            token_tuple = new_tokens
-            text = new_text
-            token_ends = list(token_lengths)
-            text_ends = list(text_lengths)
-        self._last = _LastPrompt(parts, token_ends, text_ends, token_tuple, text)
+            for _, tokens in parts:
+                joined += tokens
+            token_tuple = tuple(joined)
+            text = "".join([part[0] for part in parts])
+            ends = []
+        self._last = _LastPrompt(parts, token_tuple, text, ends)
         return Prompt(text, token_tuple)
 
     def render_text(self, request: ChatRequest | Sequence[Message]) -> str:
         """The prompt's text alone (for servers that tokenize it themselves)."""
-        return "".join(p.text for p in self._render(request, tokenize=False))
+        return "".join([text for text, _ in self._render(request, tokenize=False)])
 
     def _render(
         self, request: ChatRequest | Sequence[Message], *, tokenize: bool
@@ -312,7 +313,7 @@ class Llama3:
             # The conversation grew from the last one rendered: render only the new turns.
             out = list(state.parts)
             self._render_messages(
-                out, messages[len(state.messages) :], prefill, tokenize, state.builtins
+                out, messages[len(state.messages) :], prefill, tokenize, state.builtins, grown=True
             )
             self._remember(
                 messages, tools, request.tool_choice, tokenize, out, state.builtins, prefill
@@ -363,8 +364,8 @@ class Llama3:
                     raise InputError(
                         f"completion content parts must be str, Text or Image, got {type(part).__name__}"
                     )
-        r = self._encode(pieces)
-        return Prompt(r.text, tuple(r.tokens))
+        text, tokens = self._encode(pieces)
+        return Prompt(text, tuple(tokens))
 
     def parse(
         self, raw: str, request: ChatRequest | None = None, *, stop_sequence: str | None = None
@@ -398,22 +399,27 @@ class Llama3:
         """
         if not tokenize:
             special = _SPECIAL_TEXT
-            return _Rendered("".join([p if isinstance(p, str) else special[p] for p in pieces]), ())
+            return ("".join([p if isinstance(p, str) else special[p] for p in pieces]), ())
         tokenizer = self.tokenizer
         encode = tokenizer.encode
         text: list[str] = []
         tokens: list[int] = []
         merge = self.profile == "hf"
         pending: list[str] = []
+        # Role names and the blank line after a header: the tokenizer's precomputed ids,
+        # without a call to encode.
+        fixed = tokenizer._fixed.get
         for piece in pieces:
             if isinstance(piece, str):
                 text.append(piece)
                 if merge:
                     pending.append(piece)
                 elif type(piece) is _Segments:
-                    tokens.extend(tokenizer.encode_segments(piece.segments))
+                    tokens += tokenizer._encode_segments(piece.segments, piece)
+                elif (known := fixed(piece)) is not None:
+                    tokens += known
                 elif piece:
-                    tokens.extend(encode(piece))
+                    tokens += encode(piece)
             else:
                 if pending:
                     tokens.extend(encode("".join(pending)))
@@ -422,7 +428,8 @@ class Llama3:
                 tokens.append(piece)
         if pending:
             tokens.extend(encode("".join(pending)))
-        return _Rendered("".join(text), tuple(tokens))
+        # (the list as it is: nothing changes a rendered part's tokens)
+        return ("".join(text), tokens)
 
     def _cached(self, key: tuple[Any, ...], owner: object, build: Any, tokenize: bool) -> _Rendered:
         key = (*key, tokenize)
@@ -442,10 +449,10 @@ class Llama3:
         part = self._fixed.get((name, tokenize))
         if part is None:
             if name == "bos":
-                part = _Rendered("<|begin_of_text|>", (BEGIN_OF_TEXT,) if tokenize else ())
+                part = ("<|begin_of_text|>", (BEGIN_OF_TEXT,) if tokenize else ())
             else:
                 tokens = self.tokenizer.header_tokens[name] if tokenize else ()
-                part = _Rendered(_HEADER_TEXT[name], tokens)
+                part = (_HEADER_TEXT[name], tokens)
             self._fixed[(name, tokenize)] = part
         return part
 
@@ -471,63 +478,128 @@ class Llama3:
         prefill: bool,
         tokenize: bool,
         builtins: frozenset[str] | None,
+        *,
+        grown: bool = False,
     ) -> None:
         """Append each message's rendering, from the cache where the same message object was
-        rendered the same way before (this loop is what re-rendering a long conversation
-        costs, so it stays lean)."""
+        rendered the same way before (this loop is what rendering a long conversation costs,
+        so it stays lean). ``grown``: the messages are the new turns of the conversation
+        rendered last, which are not looked up.
+
+        New renderings are filed in the cache by the next render that looks there, not
+        here: a single render, and a conversation that only grows, never need them.
+        """
         cache = self._messages
+        if self._unfiled and (not grown or len(self._unfiled) > 64):
+            self._file_messages()
         if len(cache) + len(messages) > _CACHE_SIZE:
             # Drop the oldest: messages of conversations that moved on.
             for old in list(cache)[
                 : max(len(cache) // 2, len(cache) + len(messages) - _CACHE_SIZE)
             ]:
                 cache.pop(old, None)
-        # A first render (nothing cached yet) skips the lookups.
-        lookup = bool(cache)
+        # A first render (nothing cached yet) skips the lookups; a render that looks up files
+        # what it renders at once (the rest of the conversation is filed already).
+        lookup = bool(cache) and not grown
         append = out.append
         closed = (False, tokenize, builtins)
         # A prefilled last message (left open) is rendered after the loop.
         body = messages[:-1] if prefill else messages
-        fast = builtins is None and tokenize
-        if fast:
+        start = len(out)
+        rendered: _Rendered
+        if builtins is None and tokenize:
             # Plain meta messages, tokenized, are written here directly (a header, the
             # text, <|eot_id|>: what _meta_message and _encode give them).
             tokenizer = self.tokenizer
             encode = tokenizer.encode
             plain = tokenizer._encode_plain
+            head = tokenizer.header_tokens
             heads = {
-                role: (_HEADER_TEXT[name], tokenizer.header_tokens[name])
-                for role, name in _META_ROLE.items()
+                _USER: (_HEADER_TEXT["user"], head["user"]),
+                _ASSISTANT: (_HEADER_TEXT["assistant"], head["assistant"]),
+                _TOOL: (_HEADER_TEXT["ipython"], head["ipython"]),
+                _SYSTEM: (_HEADER_TEXT["system"], head["system"]),
             }
-        for message in body:
-            if lookup:
-                hit = cache.get(id(message))
-                if hit is not None and hit[0] is message and hit[1] == closed:
-                    append(hit[2])
-                    continue
-            content = message.content
-            if fast and type(content) is str and not message.tool_calls:
-                head_text, head_tokens = heads[message.role]
-                # Llama3Tokenizer.encode, inlined for the common case: ASCII text of up to
-                # 25,000 characters without two of space, \t, \v, \f in a row.
-                if (
-                    content.isascii()
-                    and len(content) <= _MAX_RUN_CHARS
-                    and "  " not in content
-                    and "\t" not in content
-                    and "\x0b" not in content
-                    and "\x0c" not in content
+            json_calls = self.tool_format == "json"
+            json_call = P.meta_json_call
+            # (module globals as locals: this loop runs once per message)
+            max_run = _MAX_RUN_CHARS
+            eot = END_OF_TURN
+            builtin_names = _BUILTIN_NAMES
+            for message in body:
+                if lookup:
+                    hit = cache.get(id(message))
+                    if hit is not None and hit[0] is message and hit[1] == closed:
+                        append(hit[2])
+                        continue
+                content = message.content
+                if type(content) is str and not message.tool_calls:
+                    head_text, head_tokens = heads[message.role]
+                    # Llama3Tokenizer.encode, inlined for the common case: ASCII text of up
+                    # to 25,000 characters without two of space, \t, \v, \f in a row.
+                    if (
+                        content.isascii()
+                        and len(content) <= max_run
+                        and "  " not in content
+                        and "\t" not in content
+                        and "\x0b" not in content
+                        and "\x0c" not in content
+                    ):
+                        tokens = plain(content)
+                    else:
+                        tokens = encode(content)
+                    tokens[0:0] = head_tokens
+                    tokens.append(eot)
+                    rendered = (f"{head_text}{content}<|eot_id|>", tokens)
+                elif (
+                    json_calls
+                    and type(content) is str
+                    and builtin_names.isdisjoint([call.name for call in message.tool_calls])
                 ):
-                    tokens = plain(content)
+                    # An assistant's JSON tool calls, none to a built-in tool (what
+                    # _meta_json_calls gives them: a header, the text, each call tokenized
+                    # on its own, <|eot_id|>).
+                    head_text, head_tokens = heads[message.role]
+                    tokens = [*head_tokens]
+                    if content:
+                        tokens += encode(content)
+                    texts = [head_text, content]
+                    for call in message.tool_calls:
+                        piece = json_call(call)
+                        texts.append(piece)
+                        # (valid arguments are written by json.dumps: ASCII, controls
+                        # escaped; encode's test for the lookahead-free regex leaves only the
+                        # double space to look for)
+                        if (
+                            call.arguments_error is None
+                            and "  " not in piece
+                            and len(piece) <= max_run
+                            and piece.isascii()
+                        ):
+                            tokens += plain(piece)
+                        else:
+                            tokens += encode(piece)
+                    texts.append("<|eot_id|>")
+                    tokens.append(eot)
+                    rendered = ("".join(texts), tokens)
                 else:
-                    tokens = encode(content)
-                tokens[0:0] = head_tokens
-                tokens.append(END_OF_TURN)
-                rendered = _new_rendered(_Rendered, (f"{head_text}{content}<|eot_id|>", tokens))
-            else:
+                    rendered = self._render_message(message, False, tokenize, builtins)
+                append(rendered)
+                if lookup:
+                    cache[id(message)] = (message, closed, rendered)
+        else:
+            for message in body:
+                if lookup:
+                    hit = cache.get(id(message))
+                    if hit is not None and hit[0] is message and hit[1] == closed:
+                        append(hit[2])
+                        continue
                 rendered = self._render_message(message, False, tokenize, builtins)
-            cache[id(message)] = (message, closed, rendered)
-            append(rendered)
+                append(rendered)
+                if lookup:
+                    cache[id(message)] = (message, closed, rendered)
+        if not lookup and body:
+            self._unfiled.append((body, out[start:], closed))
         if prefill:
             message = messages[-1]
             how = (True, tokenize, builtins)
@@ -538,6 +610,14 @@ class Llama3:
                 rendered = self._render_message(message, True, tokenize, builtins)
                 cache[id(message)] = (message, how, rendered)
             append(rendered)
+
+    def _file_messages(self) -> None:
+        # File the renderings of earlier renders in the cache (see _render_messages).
+        cache = self._messages
+        for body, parts, how in self._unfiled:
+            for message, rendered in zip(body, parts, strict=True):
+                cache[id(message)] = (message, how, rendered)
+        self._unfiled.clear()
 
     def _render_message(
         self, message: Message, continuing: bool, tokenize: bool, builtins: frozenset[str] | None
@@ -555,13 +635,13 @@ class Llama3:
         name = _META_ROLE[message.role]
         text = _HEADER_TEXT[name] + content + ("" if continuing else "<|eot_id|>")
         if not tokenize:
-            return _Rendered(text, ())
+            return (text, ())
         tokens = [*self.tokenizer.header_tokens[name]]
         if content:
             tokens += self.tokenizer.encode(content)
         if not continuing:
             tokens.append(END_OF_TURN)
-        return _Rendered(text, tokens)
+        return (text, tokens)
 
     # -- meta ----------------------------------------------------------------------------
 
@@ -583,7 +663,7 @@ class Llama3:
         key = (
             "meta-preamble",
             system_text,
-            tuple(id(t) for t in tools),
+            tuple(map(id, tools)),
             tool_choice,
             self._date_text("meta"),
         )
@@ -698,7 +778,7 @@ class Llama3:
         end = "" if continuing else "<|eom_id|>" if builtin else "<|eot_id|>"
         text = _HEADER_TEXT[name] + content + "".join(texts) + end
         if not tokenize:
-            return _Rendered(text, ())
+            return (text, ())
         tokenizer = self.tokenizer
         encode = tokenizer.encode
         tokens = [*tokenizer.header_tokens[name]]
@@ -709,7 +789,7 @@ class Llama3:
                 tokens += encode(piece)
         if not continuing:
             tokens.append(END_OF_MESSAGE if builtin else END_OF_TURN)
-        return _Rendered(text, tokens)
+        return (text, tokens)
 
     def _meta_call(self, call: ToolCall) -> str:
         if call.name in P.BUILTIN_NAMES:
@@ -870,6 +950,8 @@ def _text_only(message: Message, what: str) -> str:
         raise MessageError(f"{what} cannot hold images in a Llama 3 prompt")
     return message.text
 
+
+_BUILTIN_NAMES = frozenset(P.BUILTIN_NAMES)
 
 # Enum members as module constants: attribute access on an enum class is slow in 3.11, and
 # these checks run for every message of every render.

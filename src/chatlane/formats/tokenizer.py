@@ -238,27 +238,34 @@ class Llama3Tokenizer:
         except TypeError:
             wrong = next(s for s in segments if not isinstance(s, str))
             raise InputError(f"the tokenizer encodes str, got {type(wrong).__name__}") from None
+        return self._encode_segments(segments, whole)
+
+    def _encode_segments(self, segments: Sequence[str], whole: str) -> list[int]:
+        # encode_segments for segments known to be str, whose join is ``whole``.
         if len(whole) > _MAX_RUN_CHARS:
             # Meta cuts long texts into slices first; take the whole-text path for those.
             return self.encode(whole)
-        fixed = self._fixed
         plain = self._encode_plain
+        # One look at the whole text instead of one per segment: where it is ASCII without
+        # \t, \v and \f, so is every segment, and only a double space sends one to the
+        # exact regex (the test _tiktoken makes).
+        clean = (
+            whole.isascii() and "\t" not in whole and "\x0b" not in whole and "\x0c" not in whole
+        )
+        # The fixed texts (those of `meta_json_tools_segments` are the table's own keys,
+        # found by identity without hashing), and the values seen so far in this text: tools
+        # often share parameter names and descriptions, and a repeated value is tokenized
+        # once. (Nothing is kept once the call returns.)
+        known = dict(self._fixed)
+        get = known.get
         tokens: list[int] = []
         for segment in segments:
-            known = fixed.get(segment)
-            if known is not None:
-                tokens += known
-            elif (
-                segment.isascii()
-                and "  " not in segment
-                and "\t" not in segment
-                and "\x0b" not in segment
-                and "\x0c" not in segment
-            ):
-                # _tiktoken's test for plain ASCII text, inlined: tool values are many.
-                tokens += plain(segment)
-            else:
-                tokens += self._tiktoken(segment)
+            ids = get(segment)
+            if ids is None:
+                clear = clean and "  " not in segment
+                ids = plain(segment) if clear else self._tiktoken(segment)
+                known[segment] = ids
+            tokens += ids
         return tokens
 
     def special(self, name: str) -> int:
