@@ -34,6 +34,8 @@ from chatlane.errors import (
 )
 from chatlane.request import ChatRequest
 from chatlane.response import FinishReason, Usage
+from chatlane.wire.openai import apply_extra
+from chatlane.wire.openai import encode_query as chat_encode_query
 
 __all__ = [
     "DIALECTS",
@@ -140,27 +142,14 @@ def encode_request(
         body = _encode_aleph_alpha(prompt, request, stops, stream, model)
     else:  # pragma: no cover - parse_dialect guards the public entry points
         raise InputError(f"unknown completion dialect {dialect!r}")
-    query_fields = _QUERY_FIELDS.get(dialect, ())
-    for key, value in request.extra.items():
-        if key in query_fields:
-            continue
-        if value is None:
-            body.pop(key, None)
-        else:
-            body[key] = value
-    return body
+    return apply_extra(body, request, dialect)
 
 
 def encode_query(request: ChatRequest, dialect: CompletionDialect) -> dict[str, str]:
     """The URL query parameters a request needs: Aleph Alpha's ``nice=true`` when
     ``request.extra["nice"]`` is true (the server then ranks it below other requests, as
     aleph-alpha-client's ``nice=True`` does); nothing for the other dialects."""
-    if dialect == "aleph-alpha" and request.extra.get("nice"):
-        return {"nice": "true"}
-    return {}
-
-
-_QUERY_FIELDS: Final[dict[CompletionDialect, tuple[str, ...]]] = {"aleph-alpha": ("nice",)}
+    return chat_encode_query(request, dialect)
 
 
 def _prompt_items(prompt: str | Sequence[int]) -> list[dict[str, Any]]:

@@ -157,6 +157,15 @@ def encode_request(
         value = getattr(request, name)
         if value is not None:
             body[name] = value
+    return apply_extra(body, request, dialect)
+
+
+def apply_extra(body: dict[str, Any], request: ChatRequest, dialect: str) -> dict[str, Any]:
+    """Merge ``request.extra`` into an encoded body, for chat and completion endpoints alike.
+
+    Extra fields override what chatlane would send; a ``None`` value removes a field; fields
+    that travel in the query (Aleph Alpha's ``nice``, see `encode_query`) stay out of the body.
+    """
     query_fields = _QUERY_FIELDS.get(dialect, ())
     for key, value in request.extra.items():
         if key in query_fields:
