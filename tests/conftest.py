@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,51 @@ def tiny_engine(tiny_model: Path) -> Iterator[Any]:
     # One thread: the model is tiny, and on shared cores llama.cpp's threads spin on each other.
     with LlamaCpp(tiny_model, n_ctx=1024, n_threads=1) as engine:
         yield engine
+
+
+@pytest.fixture(scope="session")
+def llama_server(tiny_model: Path) -> Iterator[str]:
+    """llama.cpp's own OpenAI-compatible server (``python -m llama_cpp.server``) on 127.0.0.1,
+    running the tiny model under the alias ``tiny``: its ``/v1`` URL."""
+    # Found, not imported: the server runs in its own process.
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (the chatlane[local] extra)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_model)),
+            *("--host", "127.0.0.1", "--port", str(port), "--model_alias", "tiny"),
+            *("--n_ctx", "2048", "--n_threads", "2", "--verbose", "false"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                err = process.stderr.read().decode() if process.stderr else ""
+                pytest.fail(f"llama_cpp.server exited with {process.returncode}: {err[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("llama_cpp.server did not start within 60 s")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        if process.stderr:
+            process.stderr.close()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -4,15 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,56 +19,6 @@ pytestmark = pytest.mark.engine
 # Random weights rarely end a turn: banning the end tokens makes every answer exactly
 # max_tokens long (see ../shared/ENGINE.md).
 NO_END = {"logit_bias": {"128001": -100.0, "128008": -100.0, "128009": -100.0}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
-    # Found, not imported: the server runs in its own process.
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed (the chatlane[local] extra)")
-    testing = pytest.importorskip("chatlane.testing")
-    model: Path = testing.tiny_llama3_gguf()
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "llama_cpp.server", "--model", str(model)),
-            *("--host", "127.0.0.1", "--port", str(port), "--model_alias", "tiny"),
-            *("--n_ctx", "1024", "--n_threads", "2", "--verbose", "false"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                err = process.stderr.read().decode() if process.stderr else ""
-                pytest.fail(f"llama_cpp.server exited with {process.returncode}: {err[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("llama_cpp.server did not start within 60 s")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-        if process.stderr:
-            process.stderr.close()
 
 
 def llm(url: str) -> OpenAIChat:
