@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from chatlane.formats.toolcalls import ToolCallStreamParser, parse_output
+from chatlane.formats.llama3.parser import ToolCallStreamParser, parse_output
 from chatlane.tools import Tool, brave_search, code_interpreter
 
 WRITE = Tool.from_schema(

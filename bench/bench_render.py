@@ -30,9 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chatlane.formats._llama3_prompts import hf_tool_definition
 from chatlane.formats.llama3 import Llama3
-from chatlane.formats.tokenizer import START_HEADER, load_tokenizer
+from chatlane.formats.llama3.prompts import hf_tool_definition
+from chatlane.formats.llama3.tokenizer import START_HEADER, load_tokenizer
 from chatlane.messages import Message, ToolCall, assistant, system, tool_result, user
 from chatlane.request import ChatRequest
 from chatlane.tools import Tool

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatlane.formats.tokenizer import Llama3Tokenizer
+from chatlane.formats.llama3.tokenizer import Llama3Tokenizer
 
 pytestmark = pytest.mark.engine
 

@@ -250,9 +250,6 @@ def load_schema(spec: str) -> Any:
     raise UsageError(f"--schema {spec!r} is neither a Pydantic model class nor a JSON schema")
 
 
-FORMAT_NAMES = ("llama3.1", "llama3.2", "llama3.3")
-
-
 def make_format(
     name: str | None,
     profile: str | None = None,
@@ -260,23 +257,19 @@ def make_format(
     tool_format: str | None = None,
     date: str | None = None,
 ) -> PromptFormat:
-    """The prompt format called ``name`` (default ``llama3.1``)."""
-    name = (name or "llama3.1").lower()
-    aliases = {"llama3": "llama3.1", "llama-3.1": "llama3.1", "llama-3.2": "llama3.2"}
-    name = aliases.get(name, name)
-    if name not in FORMAT_NAMES:
-        raise UsageError(f"unknown format {name!r}; formats: {', '.join(FORMAT_NAMES)}")
-    from chatlane.formats.llama3 import Llama3
+    """The registered prompt format called ``name`` (`chatlane.formats.DEFAULT` when None),
+    with the settings given (each family says which it takes)."""
+    from chatlane import formats
 
-    kwargs: dict[str, Any] = {"version": name.removeprefix("llama")}
-    if profile is not None:
-        kwargs["profile"] = profile
-    if tool_format is not None:
-        kwargs["tool_format"] = tool_format
-    if date is not None:
-        kwargs["date"] = date
-    fmt: PromptFormat = Llama3(**kwargs)
-    return fmt
+    name = (name or formats.DEFAULT).lower()
+    if name not in formats.names():
+        raise UsageError(f"unknown format {name!r}; formats: {', '.join(formats.names())}")
+    settings = {
+        key: value
+        for key, value in (("profile", profile), ("tool_format", tool_format), ("date", date))
+        if value is not None
+    }
+    return formats.get(name, **settings)
 
 
 def make_backend(settings: BackendSettings, *, retries: int | None = None) -> tuple[Backend, str]:

@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'messages' and optional 'tools') renders to in a prompt format. Needs no backend.",
     )
     render.add_argument("file", metavar="FILE", help="the conversation JSON ('-' for stdin)")
-    render.add_argument("--format", default="llama3.1", help="the prompt format (llama3.1)")
+    render.add_argument("--format", default=None, help="the prompt format (default llama3.1)")
     render.add_argument("--profile", default=None, help="meta (reference) or hf (HF templates)")
     render.add_argument("--tool-format", default=None, help="json, function_tag or pythonic")
     render.add_argument(
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Needs no backend.",
     )
     parse.add_argument("file", metavar="FILE", help="the raw output ('-' for stdin)")
-    parse.add_argument("--format", default="llama3.1", help="the prompt format (llama3.1)")
+    parse.add_argument("--format", default=None, help="the prompt format (default llama3.1)")
     parse.add_argument(
         "--request",
         metavar="FILE",

@@ -11,7 +11,7 @@ ChatlaneError
 ├── ToolError                             running a tool failed (the agent loop)
 ├── AgentError (in chatlane.agent)        a run of the agent loop could not go on; has .result
 ├── EngineError                           the embedded engine cannot load or run a model
-├── TokenizerNotFound (in chatlane.formats.tokenizer)  no Llama 3 tokenizer file was found
+├── TokenizerNotFound (in chatlane.formats.llama3.tokenizer)  no Llama 3 tokenizer file was found
 ├── StoreError (in chatlane.store)        the conversation log cannot be read or written
 ├── TransportError                        the request did not complete
 │   ├── ConnectError                      no connection could be made

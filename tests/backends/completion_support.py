@@ -6,6 +6,7 @@ details."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from chatlane.events import (
     ToolCallDone,
     ToolCallStarted,
 )
-from chatlane.formats.base import ParsedOutput, Prompt
+from chatlane.formats.base import FormatBase, ParsedOutput, Prompt
 from chatlane.messages import ToolCall
 from chatlane.request import ChatRequest
 from chatlane.response import FinishReason
@@ -80,6 +81,8 @@ _NAMES = {v: k for k, v in SPECIALS.items()}
 class TinyTokenizer:
     """Special tokens by id; every other character is its code point."""
 
+    special_tokens = SPECIALS
+
     def encode(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
@@ -135,14 +138,16 @@ class TinyParser:
         return events
 
 
-class TinyFormat:
+class TinyFormat(FormatBase):
     """Renders ``<|start_header_id|>role<|end_header_id|>\\n\\ntext<|eot_id|>`` turns."""
 
     name = "tiny"
     stop_sequences = ("<|eot_id|>", "<|eom_id|>")
+    begin_text = "<|begin_of_text|>"
+    control_spelling = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 
     def __init__(self) -> None:
-        self.tokenizer = TinyTokenizer()
+        self.tokenizer: TinyTokenizer = TinyTokenizer()
         self.parsers: list[TinyParser] = []
 
     def render(self, request: ChatRequest) -> Prompt:

@@ -10,9 +10,9 @@ def write_byte_level_model(path: Path) -> Path:
     import gguf
     import numpy as np
 
-    from chatlane.testing import _bytes_to_unicode
+    from chatlane.formats._testmodel import bytes_to_unicode
 
-    spell = _bytes_to_unicode()
+    spell = bytes_to_unicode()
     tokens = [spell[b] for b in range(256)] + ["ab", "<s>", "</s>"]
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("byte-model")

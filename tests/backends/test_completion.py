@@ -438,8 +438,10 @@ def test_bad_options_are_input_errors() -> None:
         CompletionChat("http://127.0.0.1:1", TinyFormat(), prompt_as="bytes")  # type: ignore[arg-type]
     with pytest.raises(InputError, match=r"needs a base_url, e.g. 'http://127.0.0.1:8080'"):
         CompletionChat(format=TinyFormat(), dialect="llama.cpp")
-    with pytest.raises(InputError, match="format must be a prompt format such as Llama3"):
-        CompletionChat("http://127.0.0.1:1", "llama3")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="format must be a prompt format"):
+        CompletionChat("http://127.0.0.1:1", 3.1)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="unknown prompt format 'llama9'"):
+        CompletionChat("http://127.0.0.1:1", "llama9")
 
 
 # Failures.

@@ -251,10 +251,15 @@ def test_gguf_metadata_is_read(engine: LlamaCpp) -> None:
     ],
 )
 def test_the_llama3_version_comes_from_the_models_name(name: str | None, version: str) -> None:
-    from chatlane.backends.llamacpp import GGUFInfo, _llama3_format
+    from chatlane import formats
+    from chatlane.formats.base import ModelInfo
+    from chatlane.formats.llama3.tokenizer import SPECIAL_TOKENS
 
-    info = GGUFInfo(Path("m.gguf"), "llama", name, None, None, None, None)
-    assert _llama3_format(info).name == f"llama{version}-meta"
+    info = ModelInfo(architecture="llama", name=name, control_token=lambda t: SPECIAL_TOKENS.get(t))
+    found = formats.detect(info)
+    assert found is not None
+    assert found.name == f"llama{version}-meta"
+    assert formats.detect(ModelInfo(name=name, control_token=lambda t: None)) is None
 
 
 # Loading errors.

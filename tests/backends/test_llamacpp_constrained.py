@@ -23,8 +23,9 @@ pytestmark = pytest.mark.engine
 pytest.importorskip("llama_cpp")
 pytest.importorskip("llguidance")
 
-from chatlane.backends._constrained import closed_schema, grammar_for  # noqa: E402
 from chatlane.backends.llamacpp import LlamaCpp  # noqa: E402
+from chatlane.formats._grammar import closed_schema  # noqa: E402
+from chatlane.formats.llama3 import Llama3  # noqa: E402
 
 RUNS = 20
 
@@ -270,9 +271,12 @@ def test_a_json_object_response_format_allows_any_object(engine: LlamaCpp) -> No
     from chatlane.request import ResponseFormat
 
     request = ChatRequest((user("x"),), response_format=ResponseFormat.json_object())
-    found = grammar_for(request, "json")
+    found = Llama3().grammar(request)
     assert found is not None
-    matcher = llguidance.LLMatcher(engine._tokenizer(), found[0])
+    assert not found.is_call
+    matcher = llguidance.LLMatcher(
+        engine._tokenizer(), llguidance.LLMatcher.grammar_from_lark(found.lark)
+    )
     text = '{"any": ["keys", 1, true], "at": {"all": null}}'
     assert matcher.consume_tokens(engine.llama.tokenize(text.encode(), add_bos=False))
     assert matcher.is_accepting()
@@ -308,8 +312,6 @@ def test_closed_schema_forbids_extra_keys_and_changes_nothing_else() -> None:
 
 
 def test_forced_pythonic_calls_parse_back_into_valid_calls(tiny_model: Path) -> None:
-    from chatlane.formats.llama3 import Llama3
-
     pythonic = Llama3("3.2", tool_format="pythonic")
     nested = Tool.from_schema(
         "plan",
@@ -346,13 +348,12 @@ def test_a_parameter_name_that_is_no_identifier_cannot_be_a_pythonic_call() -> N
     odd = Tool.from_schema("odd", {"type": "object", "properties": {"a-b": {"type": "integer"}}})
     request = ChatRequest((user("x"),), tools=(odd,), tool_choice="required")
     with pytest.raises(InputError, match="'a-b', which is not a Python identifier"):
-        grammar_for(request, "pythonic")
+        Llama3("3.2", tool_format="pythonic").grammar(request)
 
 
 def test_an_unknown_tool_format_is_a_clear_error() -> None:
-    request = ChatRequest((user("x"),), tools=(WEATHER,), tool_choice="required")
-    with pytest.raises(InputError, match="'xml' tool format"):
-        grammar_for(request, "xml")
+    with pytest.raises(InputError, match="tool_format must be"):
+        Llama3(tool_format="xml")  # type: ignore[arg-type]
 
 
 def test_forcing_a_builtin_tool_is_a_clear_error() -> None:
@@ -360,7 +361,7 @@ def test_forcing_a_builtin_tool_is_a_clear_error() -> None:
 
     request = ChatRequest((user("x"),), tools=(brave_search,), tool_choice="brave_search")
     with pytest.raises(InputError, match="built-in tool 'brave_search'"):
-        grammar_for(request, "json")
+        Llama3().grammar(request)
 
 
 def test_an_unusable_schema_is_a_schema_error(engine: LlamaCpp) -> None:
@@ -380,9 +381,11 @@ def test_flexible_whitespace_is_a_choice(engine: LlamaCpp, flexible: bool, accep
     import llguidance
 
     request = ChatRequest.coerce("x", response_format=SCHEMAS["enums and booleans"])
-    found = grammar_for(request, "json", flexible_whitespace=flexible)
+    found = Llama3().grammar(request, flexible_whitespace=flexible)
     assert found is not None
-    matcher = llguidance.LLMatcher(engine._tokenizer(), found[0])
+    matcher = llguidance.LLMatcher(
+        engine._tokenizer(), llguidance.LLMatcher.grammar_from_lark(found.lark)
+    )
     spaced = '{ "unit" : "kelvin",\n  "level": 2, "ok": true }'
     tokens = engine.llama.tokenize(spaced.encode(), add_bos=False)
     assert (matcher.consume_tokens(tokens) and matcher.is_accepting()) is accepted

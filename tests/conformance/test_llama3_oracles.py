@@ -34,9 +34,9 @@ from llama_models.llama3.chat_format import ChatFormat
 from llama_models.llama3.tokenizer import Tokenizer
 
 from chatlane.errors import MessageError
-from chatlane.formats._llama3_prompts import hf_tool_definition
 from chatlane.formats.llama3 import Llama3
-from chatlane.formats.tokenizer import END_OF_TURN, PYTHON_TAG, START_HEADER
+from chatlane.formats.llama3.prompts import hf_tool_definition
+from chatlane.formats.llama3.tokenizer import END_OF_TURN, PYTHON_TAG, START_HEADER
 from chatlane.messages import (
     Image,
     Message,

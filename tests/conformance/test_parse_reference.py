@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatlane.formats.toolcalls import parse_output, sequential_ids
+from chatlane.formats.llama3.parser import parse_output, sequential_ids
 
 pytest.importorskip("llama_models")
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from chatlane.errors import InputError, MessageError
 from chatlane.formats.base import Prompt, PromptFormat
 from chatlane.formats.llama3 import Llama3
-from chatlane.formats.tokenizer import SPECIAL_TOKENS
+from chatlane.formats.llama3.tokenizer import SPECIAL_TOKENS
 from chatlane.messages import Image, Message, ToolCall, assistant, system, tool_result, user
 from chatlane.request import ChatRequest
 from chatlane.tools import Tool, brave_search, code_interpreter, wolfram_alpha
@@ -391,13 +391,13 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(value=json_values, indent=st.sampled_from([2, 4]))
 def test_indented_json_is_the_standard_library_s(value: Any, indent: int) -> None:
-    from chatlane.formats._llama3_prompts import hf_tojson
+    from chatlane.formats.llama3.prompts import hf_tojson
 
     assert hf_tojson(value, indent=indent) == json.dumps(value, ensure_ascii=False, indent=indent)
 
 
 def test_text_renders_without_a_tokenizer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from chatlane.formats.tokenizer import ENV_VAR, TokenizerNotFound
+    from chatlane.formats.llama3.tokenizer import ENV_VAR, TokenizerNotFound
 
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "missing.model"))
     fmt = Llama3()

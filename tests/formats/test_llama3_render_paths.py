@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatlane.formats import _llama3_prompts as P
 from chatlane.formats.llama3 import Llama3
-from chatlane.formats.tokenizer import load_tokenizer
+from chatlane.formats.llama3 import prompts as P
+from chatlane.formats.llama3.tokenizer import load_tokenizer
 from chatlane.messages import Message, ToolCall, assistant, system, tool_result, user
 from chatlane.request import ChatRequest
 from chatlane.tools import Tool, brave_search
@@ -237,9 +237,9 @@ def test_tools_sharing_values_are_tokenized_as_meta_does(tokenizer: Any) -> None
 def test_a_conversation_that_only_grows_keeps_the_message_cache_bounded(
     tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chatlane.formats import llama3
+    from chatlane.formats.llama3 import _format
 
-    monkeypatch.setattr(llama3, "_CACHE_SIZE", 40)
+    monkeypatch.setattr(_format, "_CACHE_SIZE", 40)
     fmt = Llama3(tokenizer=tokenizer)
     messages: list[Message] = [system("s")]
     for turn in range(150):

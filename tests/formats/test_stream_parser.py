@@ -20,7 +20,7 @@ from chatlane.events import (
     accumulate,
 )
 from chatlane.formats.base import StreamParser
-from chatlane.formats.toolcalls import ToolCallStreamParser, parse_output, sequential_ids
+from chatlane.formats.llama3.parser import ToolCallStreamParser, parse_output, sequential_ids
 from chatlane.tools import Tool, brave_search, code_interpreter
 
 WEATHER = Tool.from_schema(

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
 
 from chatlane.errors import InputError
-from chatlane.formats.tokenizer import (
+from chatlane.formats.llama3.tokenizer import (
     ENV_VAR,
     SPECIAL_TOKENS,
     Llama3Tokenizer,

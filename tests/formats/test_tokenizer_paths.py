@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
 
 from chatlane.errors import InputError
-from chatlane.formats._llama3_prompts import FIXED_TEXTS, meta_json_tools_segments
-from chatlane.formats.tokenizer import Llama3Tokenizer, load_tokenizer
+from chatlane.formats.llama3.prompts import FIXED_TEXTS, meta_json_tools_segments
+from chatlane.formats.llama3.tokenizer import Llama3Tokenizer, load_tokenizer
 from chatlane.tools import Tool
 
 # Unicode's White_Space characters (what the Rust regex's \s means), and near misses.

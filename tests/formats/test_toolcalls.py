@@ -9,7 +9,7 @@ import pytest
 
 from chatlane.errors import InputError
 from chatlane.formats.base import ParsedOutput
-from chatlane.formats.toolcalls import (
+from chatlane.formats.llama3.parser import (
     ToolCallStreamParser,
     parse_output,
     random_call_id,

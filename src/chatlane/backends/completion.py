@@ -26,7 +26,6 @@ way to, so there the format's prompt asks for it and `ChatResponse.parsed` valid
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -70,7 +69,7 @@ _TOKENS_FIRST: dict[CompletionDialect, bool] = {
 # Servers that tokenize a text prompt add the model's begin-of-text token themselves: vLLM
 # (add_special_tokens defaults to true on /v1/completions), llama-cpp-python (Llama._create_completion
 # prepends BOS when the model's add_bos_token is set) and llama.cpp's /completion (it tokenizes
-# with add_special). A rendered prompt that starts with <|begin_of_text|> would get it twice.
+# with add_special). A rendered prompt that starts with the format's begin text would get it twice.
 # Aleph Alpha's /complete takes the prompt as written (pharia-skill sends it with BOS).
 # Token-id prompts are taken as they are everywhere.
 _SERVER_ADDS_BOS: dict[CompletionDialect, bool] = {
@@ -78,9 +77,6 @@ _SERVER_ADDS_BOS: dict[CompletionDialect, bool] = {
     "llama.cpp": True,
     "aleph-alpha": False,
 }
-
-# The shape of a special token's text in the Llama family (<|eot_id|>, <|reserved_special_token_3|>).
-_SPECIAL_TEXT = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 
 
 class CompletionDecoder:
@@ -237,7 +233,9 @@ class CompletionChat(Backend):
 
     Args:
         base_url: the server's base URL (for ``openai``, the one ending in ``/v1``).
-        format: the prompt format; ``Llama3()`` when not given.
+        format: the prompt format, or a registered format's name (``"llama3.1"``); when not
+            given, `chatlane.formats.detect` picks it from ``model``, and
+            `chatlane.formats.DEFAULT` is used when that names no known model.
         dialect: ``openai``, ``llama.cpp`` or ``aleph-alpha``.
         api_key: sent as a bearer token; never shown in reprs, logs or errors.
         model: the model name sent with each request (Aleph Alpha and vLLM need one).
@@ -256,7 +254,7 @@ class CompletionChat(Backend):
     def __init__(
         self,
         base_url: str | None = None,
-        format: PromptFormat | None = None,
+        format: PromptFormat | str | None = None,
         *,
         dialect: CompletionDialect | str = "openai",
         api_key: str | None = None,
@@ -283,18 +281,7 @@ class CompletionChat(Backend):
         self.server_adds_bos = (
             _SERVER_ADDS_BOS[self.dialect] if server_adds_bos is None else server_adds_bos
         )
-        if format is None:
-            from chatlane.formats.llama3 import Llama3
-
-            format = Llama3()
-        else:
-            from chatlane.formats.base import PromptFormat
-
-            if not isinstance(format, PromptFormat):
-                raise InputError(
-                    f"format must be a prompt format such as Llama3(), got {type(format).__name__}"
-                )
-        self.format = format
+        self.format: PromptFormat = _pick_format(format, model)
         self.model = model
         self.path = path or endpoint_path(self.dialect)
         if transport is not None:
@@ -370,8 +357,8 @@ class CompletionChat(Backend):
         if self._send_tokens(rendered):
             prompt = rendered.tokens
         elif self.server_adds_bos:
-            bos = _leading_special(self.format, rendered)
-            if bos:
+            bos = self.format.begin_text
+            if bos and rendered.text.startswith(bos):
                 prompt = rendered.text[len(bos) :]
         return encode_request(
             prompt,
@@ -392,7 +379,7 @@ class CompletionChat(Backend):
             return True
         if self.prompt_as == "auto" and prompt.tokens and _TOKENS_FIRST[self.dialect]:
             return True
-        misread = _misread_special_text(self.format, prompt)
+        misread = self.format.misread_text(prompt)
         if self.prompt_as == "text" or not prompt.tokens:
             if misread:
                 raise InputError(
@@ -475,62 +462,28 @@ class CompletionChat(Backend):
         await self.transport.aclose()
 
 
-def _leading_special(format: PromptFormat, prompt: Prompt) -> str | None:
-    """The text of the prompt's first token when it is a special token (begin-of-text)."""
-    tokenizer = _tokenizer(format)
-    is_special = getattr(tokenizer, "is_special", None)
-    decode = getattr(tokenizer, "decode", None)
-    if not prompt.tokens or is_special is None or decode is None:
-        return None
-    first = prompt.tokens[0]
-    if not is_special(first):
-        return None
-    text = str(decode([first]))
-    return text if prompt.text.startswith(text) else None
+def _pick_format(format: PromptFormat | str | None, model: str | None) -> PromptFormat:
+    from chatlane import formats
+    from chatlane.formats.base import ModelInfo, PromptFormat
 
-
-def _tokenizer(format: PromptFormat) -> Any:
-    return getattr(format, "tokenizer", None)
-
-
-def _misread_special_text(format: PromptFormat, prompt: Prompt) -> str | None:
-    """Special-token text in the prompt that is not one of the rendered special tokens (so it
-    came from a message), or None. A server tokenizing the text would read it as a control
-    token."""
-    found: list[str] = _SPECIAL_TEXT.findall(prompt.text)
-    if not found:
-        return None
-    tokenizer = _tokenizer(format)
-    is_special = getattr(tokenizer, "is_special", None)
-    decode = getattr(tokenizer, "decode", None)
-    if not prompt.tokens or is_special is None or decode is None:
-        # Nothing to compare with: the format renders no token ids or has no tokenizer.
-        return None
-    rendered: dict[str, int] = {}
-    for token in prompt.tokens:
-        if is_special(token):
-            text = str(decode([token]))
-            rendered[text] = rendered.get(text, 0) + 1
-    for text in found:
-        if rendered.get(text, 0) == 0:
-            return text
-        rendered[text] -= 1
-    return None
+    if isinstance(format, str):
+        return formats.get(format)
+    if format is None:
+        found = formats.detect(ModelInfo(model_id=model)) if model else None
+        return found if found is not None else formats.get(formats.DEFAULT)
+    if not isinstance(format, PromptFormat):
+        raise InputError(
+            "format must be a prompt format (chatlane.formats.get(name)) or a format's name, "
+            f"got {type(format).__name__}"
+        )
+    return format
 
 
 def _stop_token_text(format: PromptFormat) -> dict[int, str]:
     """The ids of the format's stop tokens (servers such as vLLM report the id that ended the
     output)."""
-    tokenizer = _tokenizer(format)
-    special = getattr(tokenizer, "special", None)
-    result: dict[int, str] = {}
-    if special is None:
-        return result
-    for stop in format.stop_sequences:
-        try:
-            token = special(stop)
-        except Exception:
-            continue
-        if isinstance(token, int):
-            result[token] = stop
-    return result
+    tokenizer = format.tokenizer
+    if tokenizer is None:
+        return {}
+    specials = tokenizer.special_tokens
+    return {specials[stop]: stop for stop in format.stop_sequences if stop in specials}

@@ -21,19 +21,18 @@ from __future__ import annotations
 import asyncio
 import codecs
 import os
-import re
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from chatlane.backends.base import Backend, RequestLike
 from chatlane.errors import EngineError, InputError
 from chatlane.events import ChatEvent, Finished, ResponseStarted, TextDelta, UsageReported
-from chatlane.formats.base import Prompt, PromptFormat, StreamParser
+from chatlane.formats.base import ModelInfo, Prompt, PromptFormat, StreamParser
 from chatlane.request import ChatRequest
 from chatlane.response import FinishReason, Usage
 
@@ -56,8 +55,6 @@ _EXTRA_KEYS = frozenset({"logit_bias", "min_p", "typical_p", "repeat_penalty"})
 # llama.cpp's "pick a random seed" value (LLAMA_DEFAULT_SEED).
 _RANDOM_SEED = 0xFFFFFFFF
 
-_LLAMA3_MARKERS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
-
 
 @dataclass(frozen=True, slots=True)
 class GGUFInfo:
@@ -75,7 +72,7 @@ class GGUFInfo:
     context_length: int | None
     """The context the model was trained for (``<architecture>.context_length``)."""
     special_tokens: Mapping[str, int] = field(default_factory=dict)
-    """The control tokens chatlane looked up, by text (only those that exist)."""
+    """The prompt format's control tokens that the model's vocabulary has, by text."""
     metadata: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Every metadata key, as llama.cpp reports it (values as text)."""
 
@@ -119,9 +116,10 @@ class LlamaCpp(Backend):
         model_path: the ``.gguf`` file.
         n_ctx: the context size in tokens (prompt plus answer).
         n_threads: CPU threads for generation (default: llama.cpp's choice).
-        format: the prompt format; by default chosen from the file's metadata
-            (Llama 3.x models get `Llama3`). A model whose format chatlane does not know
-            raises `EngineError` naming what the file says, unless a format is given.
+        format: the prompt format, or a registered format's name (``"llama3.1"``); by
+            default `chatlane.formats.detect` picks it from the file's metadata and
+            vocabulary. A model whose format chatlane does not know raises `EngineError`
+            naming what the file says, unless a format is given.
         flexible_whitespace: let constrained JSON contain any whitespace between tokens
             (off by default: a weak model can otherwise emit whitespace forever).
         n_batch: prompt tokens evaluated per batch.
@@ -139,7 +137,7 @@ class LlamaCpp(Backend):
         *,
         n_ctx: int = 4096,
         n_threads: int | None = None,
-        format: PromptFormat | None = None,
+        format: PromptFormat | str | None = None,
         flexible_whitespace: bool = False,
         n_batch: int = 512,
         verbose: bool = False,
@@ -166,8 +164,9 @@ class LlamaCpp(Backend):
         """The underlying ``llama_cpp.Llama`` (for what chatlane does not cover)."""
         self._llama_cpp = llama_cpp
         try:
-            self.info = self._read_info(path)
-            self.format: PromptFormat = format if format is not None else self._pick_format()
+            model_info = self._model_info()
+            self.format: PromptFormat = self._pick_format(model_info, path, format)
+            self.info = self._read_info(path, model_info)
         except BaseException:
             llama.close()
             raise
@@ -205,25 +204,35 @@ class LlamaCpp(Backend):
         attr = self._llama_cpp.llama_vocab_get_attr(self._vocab, ids[0])
         return ids[0] if attr & self._llama_cpp.LLAMA_TOKEN_ATTR_CONTROL else None
 
-    def _read_info(self, path: Path) -> GGUFInfo:
+    def _model_info(self) -> ModelInfo:
         meta = dict(self.llama.metadata)
-        arch = meta.get("general.architecture")
+        return ModelInfo(
+            architecture=meta.get("general.architecture"),
+            name=meta.get("general.name"),
+            chat_template=meta.get("tokenizer.chat_template"),
+            control_token=self._special_token,
+            metadata=meta,
+        )
+
+    def _read_info(self, path: Path, model: ModelInfo) -> GGUFInfo:
+        meta = dict(model.metadata)
+        arch = model.architecture
+        tokenizer = self.format.tokenizer
+        texts = (
+            list(tokenizer.special_tokens)
+            if tokenizer is not None
+            else [t for t in (self.format.begin_text, *self.format.stop_sequences) if t]
+        )
         specials: dict[str, int] = {}
-        for text in (
-            "<|begin_of_text|>",
-            "<|end_of_text|>",
-            *_LLAMA3_MARKERS,
-            "<|eom_id|>",
-            "<|python_tag|>",
-        ):
+        for text in texts:
             token = self._special_token(text)
             if token is not None:
                 specials[text] = token
         return GGUFInfo(
             path=path,
             architecture=arch,
-            name=meta.get("general.name"),
-            chat_template=meta.get("tokenizer.chat_template"),
+            name=model.name,
+            chat_template=model.chat_template,
             bos_token_id=_int(meta.get("tokenizer.ggml.bos_token_id")),
             eos_token_id=_int(meta.get("tokenizer.ggml.eos_token_id")),
             context_length=_int(meta.get(f"{arch}.context_length")) if arch else None,
@@ -231,19 +240,29 @@ class LlamaCpp(Backend):
             metadata=meta,
         )
 
-    def _pick_format(self) -> PromptFormat:
-        info = self.info
-        if all(marker in info.special_tokens for marker in _LLAMA3_MARKERS):
-            return _llama3_format(info)
+    @staticmethod
+    def _pick_format(
+        info: ModelInfo, path: Path, format: PromptFormat | str | None
+    ) -> PromptFormat:
+        from chatlane import formats
+
+        if isinstance(format, str):
+            return formats.get(format)
+        if format is not None:
+            return format
+        found = formats.detect(info)
+        if found is not None:
+            return found
         template = (info.chat_template or "").strip()
-        found = [
+        seen = [
             f"architecture {info.architecture!r}",
             f"name {info.name!r}",
             f"chat template starting {template[:80]!r}" if template else "no chat template",
         ]
         raise EngineError(
-            f"chatlane has no prompt format for {str(info.path)!r} yet ({', '.join(found)}); "
-            "it knows Llama 3.x models. Pass format= to LlamaCpp to use one of your own."
+            f"chatlane has no prompt format for {str(path)!r} yet ({', '.join(seen)}); "
+            f"it knows {', '.join(formats.names())}. Pass format= to LlamaCpp to use one "
+            "of your own."
         )
 
     def _find_stop_tokens(self) -> dict[int, str]:
@@ -366,25 +385,21 @@ class LlamaCpp(Backend):
         return bias
 
     def _constraint(self, request: ChatRequest) -> Constraint | None:
-        from chatlane.backends._constrained import Constraint, grammar_for
+        from chatlane.backends._constrained import Constraint
 
-        # Forced calls follow the format's own syntax: its tool format and, for JSON calls,
-        # the shape it renders them in (Meta's profile writes "type": "function" first).
-        tool_format = str(getattr(self.format, "tool_format", "json"))
-        found = grammar_for(
-            request,
-            tool_format,
-            flexible_whitespace=self.flexible_whitespace,
-            typed_json_calls=getattr(self.format, "profile", None) == "meta",
-        )
-        if found is None:
+        grammar = self.format.grammar(request, flexible_whitespace=self.flexible_whitespace)
+        if grammar is None:
             return None
-        grammar, is_call = found
-        # An answer ends its turn (<|eot_id|>); a call may also wait for its result (<|eom_id|>).
-        ends = [t for t, text in self._stop_tokens.items() if is_call or "eom" not in text]
-        what = "the forced tool call" if is_call else "the response format"
+        ends = [t for t, text in self._stop_tokens.items() if text in grammar.end_sequences]
+        what = "the forced tool call" if grammar.is_call else "the response format"
         return Constraint(
-            self._tokenizer(), grammar, self._n_vocab, ends, self._eog_tokens, what, is_call=is_call
+            self._tokenizer(),
+            grammar.lark,
+            self._n_vocab,
+            ends,
+            self._eog_tokens,
+            what,
+            is_call=grammar.is_call,
         )
 
     def _acquire(self) -> None:
@@ -536,17 +551,6 @@ class LlamaCpp(Backend):
 
     def __repr__(self) -> str:
         return f"LlamaCpp({str(self.info.path)!r}, format={self.format.name!r})"
-
-
-def _llama3_format(info: GGUFInfo) -> PromptFormat:
-    """The Llama 3 format, at the version the file's name says (3.1 when it says none)."""
-    from chatlane.formats.llama3 import Llama3
-
-    found = re.search(r"3\.([123])", info.name or "")
-    version: Literal["3.1", "3.2", "3.3"] = "3.1"
-    if found is not None:
-        version = {"1": "3.1", "2": "3.2", "3": "3.3"}[found.group(1)]  # type: ignore[assignment]
-    return Llama3(version=version)
 
 
 def _bias_processor(bias: Mapping[int, float]) -> Any:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import datetime as _dt
 import operator
 import os
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
 from chatlane.errors import InputError, MessageError
-from chatlane.formats import _llama3_prompts as P
 from chatlane.formats.base import ParsedOutput, Prompt
-from chatlane.formats.tokenizer import (
+from chatlane.formats.llama3 import prompts as P
+from chatlane.formats.llama3.tokenizer import (
     _MAX_RUN_CHARS,
     BEGIN_OF_TEXT,
     END_HEADER,
@@ -42,7 +43,7 @@ from chatlane.request import ChatRequest
 from chatlane.tools import Tool
 
 if TYPE_CHECKING:
-    from chatlane.formats.base import StreamParser
+    from chatlane.formats.base import Grammar, ModelInfo, StreamParser
 
 __all__ = [
     "BEGIN_OF_TEXT",
@@ -92,6 +93,9 @@ _SPECIAL_TEXT = {
 }
 
 _CACHE_SIZE = 4096
+
+# How a Llama 3 control token is spelled (what a server tokenizing text reads as one).
+_CONTROL_SPELLING = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 
 # The role a message's header names in the meta profile (tool results are ``ipython``).
 _META_ROLE = {
@@ -237,6 +241,30 @@ class Llama3:
             self._tokenizer = load_tokenizer(arg)
         return self._tokenizer
 
+    @property
+    def begin_text(self) -> str:
+        return "<|begin_of_text|>"
+
+    def matches(self, info: ModelInfo) -> bool:
+        """The model is a Llama 3 model (its vocabulary or, lacking one, its name says so)."""
+        from chatlane.formats.llama3 import detect
+
+        return detect(info) is not None
+
+    def misread_text(self, prompt: Prompt) -> str | None:
+        from chatlane.formats.base import misread_control_text
+
+        return misread_control_text(prompt, self.tokenizer, _CONTROL_SPELLING)
+
+    def grammar(self, request: ChatRequest, *, flexible_whitespace: bool = False) -> Grammar | None:
+        """A forced call in this format's tool syntax (and, for JSON calls, in the shape the
+        profile renders them), or the response format's schema."""
+        from chatlane.formats.llama3.grammar import grammar
+
+        return grammar(
+            request, self.tool_format, self.profile, flexible_whitespace=flexible_whitespace
+        )
+
     def render(self, request: ChatRequest | Sequence[Message]) -> Prompt:
         """The prompt for ``request``: its text and token ids.
 
@@ -371,14 +399,14 @@ class Llama3:
         self, raw: str, request: ChatRequest | None = None, *, stop_sequence: str | None = None
     ) -> ParsedOutput:
         """Read a whole raw output into its text and tool calls."""
-        from chatlane.formats.toolcalls import parse_output
+        from chatlane.formats.llama3.parser import parse_output
 
         tools = request.tools if request is not None else None
         return parse_output(raw, tools=tools, stop_sequence=stop_sequence)
 
     def stream_parser(self, request: ChatRequest | None = None) -> StreamParser:
         """A fresh incremental parser for one response."""
-        from chatlane.formats.toolcalls import ToolCallStreamParser
+        from chatlane.formats.llama3.parser import ToolCallStreamParser
 
         return ToolCallStreamParser(request.tools if request is not None else None)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatlane.errors import ChatlaneError, InputError
-from chatlane.formats._llama3_prompts import FIXED_TEXTS
+from chatlane.formats.llama3.prompts import FIXED_TEXTS
 
 if TYPE_CHECKING:
     import tiktoken
