@@ -117,3 +117,18 @@ def _weather_turn(request: ChatRequest) -> Any:
 def weather_agent() -> Fake:
     """Calls ``get_weather`` for the last word of the question, then reports the result."""
     return Fake([_weather_turn] * MANY, model="agent-1")
+
+
+def _forecast_turn(request: ChatRequest) -> Any:
+    from chatlane.messages import ToolCall, assistant
+
+    last = request.messages[-1]
+    if last.role.value == "tool":
+        return f"The server says: {last.text}"
+    city = last.text.rsplit(" ", 1)[-1].strip("?")
+    return assistant("", [ToolCall("call_1", "forecast", {"city": city, "days": 2})])
+
+
+def forecast_agent() -> Fake:
+    """Calls the test MCP server's ``forecast`` for the last word, then reports the result."""
+    return Fake([_forecast_turn] * MANY, model="agent-1")

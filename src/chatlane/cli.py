@@ -113,6 +113,14 @@ def _add_conversation_options(parser: argparse.ArgumentParser) -> None:
         help="a Python function the model may call, run by the agent loop (repeatable)",
     )
     parser.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        metavar="SERVER",
+        help="the tools of an MCP server: a command line ('python server.py', over stdio) or "
+        "a streamable-HTTP URL (repeatable; needs chatlane[mcp])",
+    )
+    parser.add_argument(
         "-c",
         "--continue",
         dest="continue_id",
@@ -656,6 +664,11 @@ def _conversation(args: argparse.Namespace) -> Conversation:
     from chatlane._config import load_tool
 
     tools = [load_tool(spec) for spec in args.tool]
+    if args.mcp:
+        from chatlane.mcp import tools as mcp_tools
+
+        # The servers stay open for the command's life and close at exit.
+        tools += mcp_tools(*args.mcp)
     backend, label = _backend(args)
     store = _open_store(args)
     params: dict[str, Any] = {
