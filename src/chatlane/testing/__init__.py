@@ -7,6 +7,9 @@ test everything that is true for any weights (prompt token ids, streaming, const
 decoding, cancellation) without downloading a model. `tiny_llama3_gguf()` is the Llama 3
 one (17 MB).
 
+`Cassette` records a backend's HTTP exchanges to a file and replays them, and the
+``chatlane_cassette`` pytest fixture (`chatlane.testing.pytest_plugin`) gives each test one.
+
 Files are built on first use and cached (``~/.cache/chatlane/models`` or
 ``$CHATLANE_CACHE/models``); each is byte-identical for a given seed. Building needs the
 ``gguf`` package and the package that ships the family's vocabulary; see each family's
@@ -19,11 +22,22 @@ import importlib
 import os
 from pathlib import Path
 
+from chatlane.backends._guard import RequestsForbidden
 from chatlane.errors import ChatlaneError
 from chatlane.formats._testmodel import model_cache_dir
 from chatlane.formats.llama3.testmodel import TINY_MODEL_NAME
+from chatlane.testing._cassette import Cassette, CassetteMismatch
 
-__all__ = ["TINY_MODEL_NAME", "model_cache_dir", "tiny_gguf", "tiny_llama3_gguf"]
+__all__ = [
+    "TINY_MODEL_NAME",
+    "Cassette",
+    "CassetteMismatch",
+    "RequestsForbidden",
+    "allow_requests",
+    "model_cache_dir",
+    "tiny_gguf",
+    "tiny_llama3_gguf",
+]
 
 
 def tiny_gguf(
@@ -50,3 +64,11 @@ def tiny_llama3_gguf(cache_dir: str | os.PathLike[str] | None = None, *, seed: i
     from chatlane import formats
 
     return tiny_gguf(formats.DEFAULT, cache_dir, seed=seed)
+
+
+def allow_requests(allowed: bool | None = True) -> None:
+    """Allow (True) or forbid (False) real model requests, for a test suite; None goes back
+    to ``$CHATLANE_ALLOW_REQUESTS``. Forbidden requests raise `RequestsForbidden`."""
+    from chatlane.backends._guard import set_allowed
+
+    set_allowed(allowed)
