@@ -226,6 +226,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parse.set_defaults(handler=cmd_parse)
 
+    doctor = command(
+        "doctor",
+        "probe a server and recommend settings",
+        "Probe a server the way chatlane will use it: its chat and raw completion endpoints, "
+        "its model and prompt format, whether it adds the begin-of-sequence token, honours "
+        "max_tokens, returns tool calls in tool_calls, streams what it answers whole, and "
+        "reports usage. Ends with the OpenAIChat/CompletionChat settings to use. Exits 1 "
+        "when a check fails.",
+    )
+    doctor.add_argument("url", metavar="URL", help="the server's base URL")
+    doctor.add_argument(
+        "--api-key", metavar="KEY", help="sent as a bearer token (or CHATLANE_API_KEY)"
+    )
+    doctor.add_argument(
+        "--model", metavar="NAME", help="the model to probe (default: the first listed)"
+    )
+    doctor.add_argument("--format", metavar="NAME", help="the prompt format for raw prompts")
+    doctor.add_argument(
+        "--timeout", type=float, default=60.0, metavar="S", help="seconds per request"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(handler=cmd_doctor)
+
     logs = command(
         "logs",
         "list, show and search logged conversations",
@@ -931,6 +954,21 @@ def cmd_render(args: argparse.Namespace) -> int:
         if sys.stdout.isatty() and not prompt.text.endswith("\n"):
             sys.stdout.write("\n")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``chatlane doctor``."""
+    from chatlane.doctor import diagnose
+
+    key = args.api_key or os.environ.get("CHATLANE_API_KEY")
+    report = diagnose(
+        args.url, api_key=key, model=args.model, format=args.format, timeout=args.timeout
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False, indent=1) + "\n")
+    else:
+        sys.stdout.write(report.to_text())
+    return 0 if report.ok else 1
 
 
 def cmd_parse(args: argparse.Namespace) -> int:

@@ -808,8 +808,33 @@ class Transport:
             TransportError: no connection, a broken connection, or a timeout.
             ParseError: the answer is not JSON.
         """
+        return self._json("POST", path, body, headers, params, timeouts, retry)
+
+    def get_json(
+        self,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Any:
+        """GET ``path`` and return the decoded JSON answer (``/v1/models``); raises as
+        `post_json` does."""
+        return self._json("GET", path, None, headers, params, timeouts, retry)
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+        timeouts: Timeouts | None,
+        retry: RetryPolicy | None,
+    ) -> Any:
         attempt = _Attempt(
-            self, "POST", path, body, stream=False, headers=headers, params=params,
+            self, method, path, body, stream=False, headers=headers, params=params,
             timeouts=timeouts, retry=retry,
         )  # fmt: skip
         response = self._send(attempt)
