@@ -124,6 +124,15 @@ if TYPE_CHECKING:
     from chatlane.batch import (
         run_batch as run_batch,
     )
+    from chatlane.conversation import (
+        AsyncConversationStream as AsyncConversationStream,
+    )
+    from chatlane.conversation import (
+        Conversation as Conversation,
+    )
+    from chatlane.conversation import (
+        ConversationStream as ConversationStream,
+    )
     from chatlane.errors import (
         APIStatusError as APIStatusError,
     )
@@ -304,6 +313,7 @@ _EXPORTS: dict[str, str] = {
     "ApproveCall": "chatlane.agent",
     "AsyncAgentStream": "chatlane.agent",
     "AsyncChatStream": "chatlane.backends.base",
+    "AsyncConversationStream": "chatlane.conversation",
     "AuthenticationError": "chatlane.errors",
     "Backend": "chatlane.backends.base",
     "BadRequest": "chatlane.errors",
@@ -316,6 +326,8 @@ _EXPORTS: dict[str, str] = {
     "ChatlaneError": "chatlane.errors",
     "Choice": "chatlane.response",
     "CompletionChat": "chatlane.backends.completion",
+    "Conversation": "chatlane.conversation",
+    "ConversationStream": "chatlane.conversation",
     "ConnectError": "chatlane.errors",
     "EngineError": "chatlane.errors",
     "Fake": "chatlane.backends.fake",
