@@ -132,3 +132,20 @@ def _forecast_turn(request: ChatRequest) -> Any:
 def forecast_agent() -> Fake:
     """Calls the test MCP server's ``forecast`` for the last word, then reports the result."""
     return Fake([_forecast_turn] * MANY, model="agent-1")
+
+
+MARKDOWN = "Here is **bold** advice.\n\n```python\nprint('hi')\n```\n"
+
+
+def markdown_thinker() -> Fake:
+    """Thinks first (reasoning), then answers in markdown with a code block."""
+    from chatlane.events import ReasoningDelta
+
+    def turn(request: ChatRequest) -> Any:
+        return [
+            ReasoningDelta("Let me think about it."),
+            *(TextDelta(MARKDOWN[i : i + 5]) for i in range(0, len(MARKDOWN), 5)),
+            Finished(FinishReason.STOP),
+        ]
+
+    return Fake([turn] * MANY, model="md-1")

@@ -66,8 +66,10 @@ def test_the_readme_example_runs_against_a_real_server() -> None:
         )
         code = code.replace("http://127.0.0.1:8000/v1", server.url + "/v1")
         out = io.StringIO()
+        namespace: dict[str, Any] = {"__name__": "readme_example"}
         with contextlib.redirect_stdout(out):
-            exec(compile(code, str(README), "exec"), {"__name__": "readme_example"})
+            exec(compile(code, str(README), "exec"), namespace)
+        namespace["llm"].close()  # the example's client, which a script leaves to exit
         sent = [r.json() for r in server.requests]
 
     assert out.getvalue().splitlines() == [

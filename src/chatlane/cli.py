@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 from chatlane._config import UsageError
 
 if TYPE_CHECKING:
-    from chatlane.agent import AgentResult
+    from chatlane._display import Display
     from chatlane.backends.base import Backend
     from chatlane.batch import BatchProgress
+    from chatlane.conversation import Conversation
     from chatlane.messages import Message
     from chatlane.request import ChatRequest
     from chatlane.response import ChatResponse
     from chatlane.store import LoggedConversation, Store
-    from chatlane.tools import Tool
 
 __all__ = ["build_parser", "main"]
 
@@ -130,6 +130,12 @@ def _add_conversation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, metavar="N", help="stop after N tokens")
     parser.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
     parser.add_argument("--seed", type=int, metavar="N", help="sampling seed, where supported")
+    parser.add_argument(
+        "--no-color",
+        action="store_true",
+        help="plain text even on a terminal (as NO_COLOR does); answers are rendered as "
+        "markdown on a terminal otherwise",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -451,240 +457,27 @@ def _decode_request(data: Any) -> ChatRequest:
     return decode_request(data)
 
 
-class Conversation:
-    """A conversation the CLI holds: its messages, its tools, and where it is logged."""
-
-    def __init__(
-        self,
-        backend: Backend,
-        label: str,
-        store: Store | None,
-        *,
-        tools: Sequence[Tool] = (),
-        params: dict[str, Any] | None = None,
-    ) -> None:
-        self.backend = backend
-        self.label = label
-        self.store = store
-        self.tools = tuple(tools)
-        self.params = {k: v for k, v in (params or {}).items() if v is not None}
-        self.messages: list[Message] = []
-        self.id: str | None = None
-        self.last_run: AgentResult | None = None
-        """The agent run of the last question, when tools were given."""
-
-    def resume(self, id_or_prefix: str) -> LoggedConversation:
-        """Take up a logged conversation where it stopped."""
-        from chatlane.store import StoreError
-
-        if self.store is None:
-            raise UsageError("--continue needs the log, which is off (CHATLANE_LOG or --no-log)")
-        try:
-            logged = self.store.conversation(id_or_prefix)
-        except StoreError as e:
-            raise UsageError(str(e)) from e
-        self.id = logged.summary.id
-        self.messages = logged.messages()
-        return logged
-
-    @property
-    def system(self) -> str | None:
-        if self.messages and self.messages[0].role.value == "system":
-            return self.messages[0].text
-        return None
-
-    def set_system(self, text: str) -> None:
-        from chatlane.messages import system
-
-        if self.system is not None:
-            self.messages[0] = system(text)
-        else:
-            self.messages.insert(0, system(text))
-
-    def ask(self, text: str, out: TextIO | None, *, notes: TextIO | None = None) -> ChatResponse:
-        """Add the user's message and get the answer, streaming its text to ``out``; with
-        tools, run the agent loop until the model answers. Every model call is logged."""
-        from chatlane.errors import StreamInterrupted
-        from chatlane.messages import user
-
-        before = len(self.messages)
-        self.messages.append(user(text))
-        try:
-            request = self.backend.request(self.messages, tools=self.tools or None, **self.params)
-            if self.tools:
-                return self._agent(request, out, notes)  # sets self.messages itself
-            response = self._call(request, out)
-        except (StreamInterrupted, KeyboardInterrupt):
-            raise  # the partial answer is part of the conversation now
-        except Exception:
-            del self.messages[before:]  # unanswered: the user may send it again (it is logged)
-            raise
-        self.messages.append(response.message)
-        return response
-
-    def _log(
-        self,
-        request: ChatRequest,
-        response: ChatResponse | None,
-        error: BaseException | None,
-        duration: float,
-        first: float | None,
-    ) -> int | None:
-        if self.store is None:
-            return None
-        self.id, call_id = self.store.log_call(
-            self.id,
-            request,
-            response,
-            error=error,
-            backend=self.label,
-            duration=duration,
-            first_token=first,
-        )
-        return call_id
-
-    def _call(self, request: ChatRequest, out: TextIO | None) -> ChatResponse:
-        """One streamed model call, logged whatever happens (a break keeps the partial answer)."""
-        from chatlane.errors import StreamInterrupted
-        from chatlane.events import TextDelta
-
-        started = time.monotonic()
-        first: float | None = None
-        stream = self.backend.stream(request)
-        try:
-            for event in stream:
-                if first is None:
-                    first = time.monotonic() - started
-                if out is not None and isinstance(event, TextDelta) and event.choice == 0:
-                    out.write(event.text)
-                    out.flush()
-        except StreamInterrupted as e:
-            self._log(request, e.partial, e, time.monotonic() - started, first)
-            self.messages.append(e.partial.message)
-            raise
-        except KeyboardInterrupt:
-            stream.close()
-            partial = stream.partial()
-            self._log(
-                request,
-                partial,
-                KeyboardInterrupt("stopped by the user"),
-                time.monotonic() - started,
-                first,
-            )
-            self.messages.append(partial.message)
-            raise
-        except Exception as e:
-            self._log(request, None, e, time.monotonic() - started, first)
-            raise
-        response = stream.response
-        self._log(request, response, None, time.monotonic() - started, first)
-        return response
-
-    def _agent(
-        self, request: ChatRequest, out: TextIO | None, notes: TextIO | None
-    ) -> ChatResponse:
-        """Run the agent loop on the conversation: stream each step's text, note each tool
-        run, and log every model call and tool run as it happens."""
-        from chatlane.agent import (
-            AgentError,
-            OutputRejected,
-            StepFinished,
-            StepStarted,
-            ToolRunFinished,
-            ToolRunStarted,
-            run_stream,
-        )
-        from chatlane.errors import ChatlaneError
-        from chatlane.events import ReasoningDelta, TextDelta, ToolCallStarted
-
-        requests: dict[int, ChatRequest] = {}
-        started: dict[int, float] = {}
-        first: dict[int, float] = {}
-        calls: dict[int, int | None] = {}
-        step = 0
-        wrote_text = False
-
-        def note(text: str) -> None:
-            if notes is not None:
-                notes.write(text + "\n")
-                notes.flush()
-
-        stream = run_stream(self.backend, list(request.messages), tools=self.tools, **self.params)
-        try:
-            for event in stream:
-                if isinstance(event, StepStarted):
-                    step = event.step
-                    requests[step] = event.request
-                    started[step] = time.monotonic()
-                elif isinstance(event, TextDelta | ReasoningDelta | ToolCallStarted):
-                    first.setdefault(step, time.monotonic() - started.get(step, 0.0))
-                    if isinstance(event, TextDelta) and out is not None and event.choice == 0:
-                        out.write(event.text)
-                        out.flush()
-                        wrote_text = True
-                elif isinstance(event, StepFinished):
-                    if wrote_text and out is not None and event.response.tool_calls:
-                        out.write("\n")  # the step's text ends; its tool runs follow
-                        wrote_text = False
-                    calls[event.step] = self._log(
-                        requests[event.step],
-                        event.response,
-                        None,
-                        time.monotonic() - started[event.step],
-                        first.get(event.step),
-                    )
-                elif isinstance(event, ToolRunStarted):
-                    note(f"[calling {event.call.name}({event.call.raw_arguments})]")
-                elif isinstance(event, ToolRunFinished):
-                    run = event.run
-                    shown = run.content if len(run.content) <= 200 else run.content[:199] + "…"
-                    note(f"[{run.call.name} {run.status}: {shown}]")
-                    call_id = calls.get(run.step)
-                    if self.store is not None and call_id is not None:
-                        self.store.log_tool_run(
-                            call_id,
-                            tool_call_id=run.call.id,
-                            name=run.call.name,
-                            arguments=run.call.raw_arguments,
-                            result=run.content if run.ok else None,
-                            error=None if run.ok else f"{run.status}: {run.content}",
-                            duration=run.duration,
-                        )
-                elif isinstance(event, OutputRejected):
-                    again = "; asking again" if event.retry else ""
-                    note(f"[the answer does not fit the schema: {_one_line(event.error)}{again}]")
-        except AgentError as e:
-            # The step that failed has no StepFinished: log it with the error (and what arrived).
-            cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
-            if step and step not in calls:
-                self._log(
-                    requests[step],
-                    getattr(cause, "partial", None),
-                    cause,
-                    time.monotonic() - started[step],
-                    first.get(step),
-                )
-            raise
-        except KeyboardInterrupt:
-            stream.close()
-            if step and step not in calls:
-                stopped = KeyboardInterrupt("stopped by the user")
-                self._log(requests[step], None, stopped, time.monotonic() - started[step], None)
-            self.messages = list(stream.result.messages)
-            raise
-        result = stream.result
-        self.messages = list(result.messages)
-        self.last_run = result
-        if result.response is None:
-            raise ChatlaneError(f"the agent run ended without a model call: {result.detail}")
-        if not result.completed:
-            note(f"[the run ended early: {result.detail}]")
-        return result.response
+def _ask(conversation: Conversation, text: str, display: Display) -> ChatResponse:
+    """Ask ``text`` in the conversation, showing the answer as it streams (the library's
+    `Conversation` logs every call; Ctrl-C stops the answer and keeps what arrived)."""
+    stream = conversation.ask_stream(text)
+    try:
+        for event in stream:
+            display.event(event)
+    except KeyboardInterrupt:
+        stream.close()
+        raise
+    finally:
+        display.close()
+    run = conversation.last_run
+    if conversation.tools and run is not None and not run.completed:
+        display.note(f"[the run ended early: {run.detail}]")
+    return stream.response
 
 
 def _conversation(args: argparse.Namespace) -> Conversation:
     from chatlane._config import load_tool
+    from chatlane.conversation import Conversation
 
     tools = [load_tool(spec) for spec in args.tool]
     if args.mcp:
@@ -704,9 +497,19 @@ def _conversation(args: argparse.Namespace) -> Conversation:
         from chatlane._config import load_schema
 
         params["response_format"] = load_schema(schema)
-    conversation = Conversation(backend, label, store, tools=tools, params=params)
     if args.continue_id:
-        conversation.resume(args.continue_id)
+        from chatlane.store import StoreError
+
+        if store is None:
+            raise UsageError("--continue needs the log, which is off (CHATLANE_LOG or --no-log)")
+        try:
+            conversation, _ = Conversation.resume(
+                backend, store, args.continue_id, tools=tools, label=label, **params
+            )
+        except StoreError as e:
+            raise UsageError(str(e)) from e
+    else:
+        conversation = Conversation(backend, store=store, tools=tools, label=label, **params)
     if args.system is not None:
         conversation.set_system(args.system)
     return conversation
@@ -727,7 +530,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from chatlane.errors import StreamInterrupted, StructuredOutputError
 
     try:
-        response = conversation.ask(prompt, stream_to, notes=sys.stderr)
+        from chatlane._display import display_for
+
+        display = display_for(stream_to, sys.stderr, no_color=args.no_color)
+        response = _ask(conversation, prompt, display)
     except StreamInterrupted as e:
         if stream_to is not None and e.partial.text and not e.partial.text.endswith("\n"):
             stream_to.write("\n")  # the partial answer stays on stdout; the error goes below it
@@ -832,6 +638,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     conversation = _conversation(args)
     out = sys.stdout
+    from chatlane._display import display_for
+
+    display = display_for(out, out, no_color=args.no_color)
     interactive = sys.stdin.isatty()
     if interactive:
         import contextlib
@@ -873,7 +682,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     break
                 continue
             try:
-                response = conversation.ask(text, out, notes=out)
+                response = _ask(conversation, text, display)
             except KeyboardInterrupt:
                 out.write("\n[stopped]\n")
                 continue

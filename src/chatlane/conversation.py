@@ -97,9 +97,13 @@ class _Recorder:
         return call_id
 
     def failed(self, error: BaseException, partial: ChatResponse | None = None) -> None:
-        """The current step's call failed (an agent error carries its cause)."""
-        cause = error.__cause__ if isinstance(error.__cause__, BaseException) else error
-        self.log(self.step, partial or getattr(cause, "partial", None), cause)
+        """The current step's call failed with ``error`` (an `AgentError` is logged as the
+        error that stopped the run, with what had arrived)."""
+        from chatlane.agent import AgentError
+
+        if isinstance(error, AgentError) and isinstance(error.__cause__, BaseException):
+            error = error.__cause__
+        self.log(self.step, partial or getattr(error, "partial", None), error)
 
 
 class Conversation:
