@@ -103,7 +103,7 @@ def test_no_color_prints_plain_text_on_a_terminal(cli: CLI, how: str) -> None:
     args = ["run", "Advice?", "--backend", fake("markdown_thinker")]
     env = {"NO_COLOR": "1"} if how == "NO_COLOR" else None
     status, out = in_terminal(
-        cli, *(args + ["--no-color"] if how == "--no-color" else args), env=env
+        cli, *([*args, "--no-color"] if how == "--no-color" else args), env=env
     )
     assert status == 0, out
     assert "\x1b[" not in out
