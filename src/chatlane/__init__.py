@@ -50,6 +50,9 @@ if TYPE_CHECKING:
         RunFinished as RunFinished,
     )
     from chatlane.agent import (
+        RunLimits as RunLimits,
+    )
+    from chatlane.agent import (
         StepFinished as StepFinished,
     )
     from chatlane.agent import (
@@ -351,6 +354,7 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "chatlane.backends.transport",
     "Role": "chatlane.messages",
     "RunFinished": "chatlane.agent",
+    "RunLimits": "chatlane.agent",
     "Sandbox": "chatlane._sandbox",
     "SandboxResult": "chatlane._sandbox",
     "SchemaError": "chatlane.errors",

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import functools
 import inspect
@@ -81,6 +82,7 @@ __all__ = [
     "ChangeCall",
     "OutputRejected",
     "RunFinished",
+    "RunLimits",
     "Sandbox",
     "SandboxResult",
     "StepFinished",
@@ -1420,51 +1422,84 @@ Messages: TypeAlias = ChatRequest | Sequence[Message] | Message | str
 """What a run starts from: a request, a list of messages, a message, or a user's text."""
 
 
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """A run's limits and options as one value, shared by `run`, `arun`, `run_stream` and
+    `arun_stream` (see `run` for what each field does). Every field may also be passed to
+    those functions as a keyword argument of the same name."""
+
+    max_steps: int = 10
+    deadline: float | None = None
+    token_budget: int | None = None
+    max_tool_failures: int = 3
+    tool_timeout: float | None = None
+    response_format: Any = None
+    output_retries: int = 2
+    before_tool_call: ToolCallHook | None = None
+    code_interpreter: bool | Sandbox | None = None
+    brave_search: Callable[[str], Any] | None = None
+    wolfram_alpha: Callable[[str], Any] | None = None
+    max_parallel: int = 8
+    reset_tool_choice: bool = True
+
+    @classmethod
+    def of(cls, limits: RunLimits | None, params: dict[str, Any]) -> RunLimits:
+        """``limits`` with the fields named in ``params`` taken out of it and applied."""
+        if limits is not None and not isinstance(limits, RunLimits):
+            raise InputError(f"limits must be a RunLimits, got {type(limits).__name__}")
+        given = {name: params.pop(name) for name in _LIMIT_FIELDS if name in params}
+        base = limits if limits is not None else cls()
+        return dataclasses.replace(base, **given) if given else base
+
+
+_LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(RunLimits))
+
+
+def _loop(
+    backend: Backend,
+    messages: Messages,
+    tools: Sequence[Tool | Callable[..., Any]],
+    limits: RunLimits | None,
+    params: dict[str, Any],
+    *,
+    asynchronous: bool,
+) -> _Loop:
+    run_limits = RunLimits.of(limits, params)
+    settings = _Settings(
+        run_limits.max_steps,
+        run_limits.deadline,
+        run_limits.token_budget,
+        run_limits.max_tool_failures,
+        run_limits.tool_timeout,
+        run_limits.output_retries,
+        run_limits.before_tool_call,
+        run_limits.max_parallel,
+        run_limits.reset_tool_choice,
+    )
+    return _Loop(
+        backend,
+        messages,
+        tools,
+        run_limits.response_format,
+        run_limits.code_interpreter,
+        run_limits.brave_search,
+        run_limits.wolfram_alpha,
+        settings,
+        params,
+        asynchronous=asynchronous,
+    )
+
+
 def run_stream(
     backend: Backend,
     messages: Messages,
     *,
     tools: Sequence[Tool | Callable[..., Any]] = (),
-    max_steps: int = 10,
-    deadline: float | None = None,
-    token_budget: int | None = None,
-    max_tool_failures: int = 3,
-    tool_timeout: float | None = None,
-    response_format: Any = None,
-    output_retries: int = 2,
-    before_tool_call: ToolCallHook | None = None,
-    code_interpreter: bool | Sandbox | None = None,
-    brave_search: Callable[[str], Any] | None = None,
-    wolfram_alpha: Callable[[str], Any] | None = None,
-    max_parallel: int = 8,
-    reset_tool_choice: bool = True,
+    limits: RunLimits | None = None,
     **params: Any,
 ) -> AgentStream:
     """Start a run and stream its events; see `run` for the arguments."""
-    settings = _Settings(
-        max_steps,
-        deadline,
-        token_budget,
-        max_tool_failures,
-        tool_timeout,
-        output_retries,
-        before_tool_call,
-        max_parallel,
-        reset_tool_choice,
-    )
-    loop = _Loop(
-        backend,
-        messages,
-        tools,
-        response_format,
-        code_interpreter,
-        brave_search,
-        wolfram_alpha,
-        settings,
-        params,
-        asynchronous=False,
-    )
-    return AgentStream(loop)
+    return AgentStream(_loop(backend, messages, tools, limits, params, asynchronous=False))
 
 
 def run(
@@ -1472,19 +1507,7 @@ def run(
     messages: Messages,
     *,
     tools: Sequence[Tool | Callable[..., Any]] = (),
-    max_steps: int = 10,
-    deadline: float | None = None,
-    token_budget: int | None = None,
-    max_tool_failures: int = 3,
-    tool_timeout: float | None = None,
-    response_format: Any = None,
-    output_retries: int = 2,
-    before_tool_call: ToolCallHook | None = None,
-    code_interpreter: bool | Sandbox | None = None,
-    brave_search: Callable[[str], Any] | None = None,
-    wolfram_alpha: Callable[[str], Any] | None = None,
-    max_parallel: int = 8,
-    reset_tool_choice: bool = True,
+    limits: RunLimits | None = None,
     on_event: Callable[[AgentEvent], None] | None = None,
     **params: Any,
 ) -> AgentResult:
@@ -1494,6 +1517,8 @@ def run(
         backend: any chatlane backend.
         messages: the conversation (never changed), a user's text, or a `ChatRequest`.
         tools: `Tool`s (with functions) or typed functions the model may call.
+        limits: the run's limits and options as one `RunLimits`; each of its fields may also
+            be given as a keyword argument here, which wins over ``limits``:
         max_steps: the most model calls the run makes (output retries included).
         deadline: seconds the whole run may take. It is checked between a stream's events
             and while tools run; a sync backend blocked waiting for its first byte is
@@ -1521,25 +1546,7 @@ def run(
     Exceptions raised by your own ``before_tool_call`` or ``on_event`` are not caught: they
     end the run as they are.
     """
-    with run_stream(
-        backend,
-        messages,
-        tools=tools,
-        max_steps=max_steps,
-        deadline=deadline,
-        token_budget=token_budget,
-        max_tool_failures=max_tool_failures,
-        tool_timeout=tool_timeout,
-        response_format=response_format,
-        output_retries=output_retries,
-        before_tool_call=before_tool_call,
-        code_interpreter=code_interpreter,
-        brave_search=brave_search,
-        wolfram_alpha=wolfram_alpha,
-        max_parallel=max_parallel,
-        reset_tool_choice=reset_tool_choice,
-        **params,
-    ) as stream:
+    with run_stream(backend, messages, tools=tools, limits=limits, **params) as stream:
         for event in stream:
             if on_event is not None:
                 on_event(event)
@@ -1551,46 +1558,11 @@ def arun_stream(
     messages: Messages,
     *,
     tools: Sequence[Tool | Callable[..., Any]] = (),
-    max_steps: int = 10,
-    deadline: float | None = None,
-    token_budget: int | None = None,
-    max_tool_failures: int = 3,
-    tool_timeout: float | None = None,
-    response_format: Any = None,
-    output_retries: int = 2,
-    before_tool_call: ToolCallHook | None = None,
-    code_interpreter: bool | Sandbox | None = None,
-    brave_search: Callable[[str], Any] | None = None,
-    wolfram_alpha: Callable[[str], Any] | None = None,
-    max_parallel: int = 8,
-    reset_tool_choice: bool = True,
+    limits: RunLimits | None = None,
     **params: Any,
 ) -> AsyncAgentStream:
     """The async twin of `run_stream` (``async for`` over it, or ``async with``)."""
-    settings = _Settings(
-        max_steps,
-        deadline,
-        token_budget,
-        max_tool_failures,
-        tool_timeout,
-        output_retries,
-        before_tool_call,
-        max_parallel,
-        reset_tool_choice,
-    )
-    loop = _Loop(
-        backend,
-        messages,
-        tools,
-        response_format,
-        code_interpreter,
-        brave_search,
-        wolfram_alpha,
-        settings,
-        params,
-        asynchronous=True,
-    )
-    return AsyncAgentStream(loop)
+    return AsyncAgentStream(_loop(backend, messages, tools, limits, params, asynchronous=True))
 
 
 async def arun(
@@ -1598,43 +1570,14 @@ async def arun(
     messages: Messages,
     *,
     tools: Sequence[Tool | Callable[..., Any]] = (),
-    max_steps: int = 10,
-    deadline: float | None = None,
-    token_budget: int | None = None,
-    max_tool_failures: int = 3,
-    tool_timeout: float | None = None,
-    response_format: Any = None,
-    output_retries: int = 2,
-    before_tool_call: ToolCallHook | None = None,
-    code_interpreter: bool | Sandbox | None = None,
-    brave_search: Callable[[str], Any] | None = None,
-    wolfram_alpha: Callable[[str], Any] | None = None,
-    max_parallel: int = 8,
-    reset_tool_choice: bool = True,
+    limits: RunLimits | None = None,
     on_event: Callable[[AgentEvent], Any] | None = None,
     **params: Any,
 ) -> AgentResult:
-    """The async twin of `run`: async tools run as tasks, sync ones in threads, and hooks and
+    """The async twin of `run`: tools run concurrently in the event loop (sync tools in
+    threads), and the deadline also cancels a model call in flight. ``before_tool_call`` and
     ``on_event`` may be async functions."""
-    async with arun_stream(
-        backend,
-        messages,
-        tools=tools,
-        max_steps=max_steps,
-        deadline=deadline,
-        token_budget=token_budget,
-        max_tool_failures=max_tool_failures,
-        tool_timeout=tool_timeout,
-        response_format=response_format,
-        output_retries=output_retries,
-        before_tool_call=before_tool_call,
-        code_interpreter=code_interpreter,
-        brave_search=brave_search,
-        wolfram_alpha=wolfram_alpha,
-        max_parallel=max_parallel,
-        reset_tool_choice=reset_tool_choice,
-        **params,
-    ) as stream:
+    async with arun_stream(backend, messages, tools=tools, limits=limits, **params) as stream:
         async for event in stream:
             if on_event is not None:
                 outcome = on_event(event)
