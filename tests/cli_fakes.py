@@ -149,3 +149,16 @@ def markdown_thinker() -> Fake:
         ]
 
     return Fake([turn] * MANY, model="md-1")
+
+
+def cached_echo() -> Fake:
+    """`echo` whose usage says the server's prefix cache served most of the prompt."""
+    from chatlane.messages import assistant
+    from chatlane.response import ChatResponse
+
+    def turn(request: ChatRequest) -> ChatResponse:
+        return ChatResponse(
+            assistant(_echo(request)), FinishReason.STOP, Usage(120, 8, 128, 112, 3), model="echo-1"
+        )
+
+    return Fake([turn] * MANY, model="echo-1")

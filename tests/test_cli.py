@@ -306,7 +306,9 @@ def test_logs_list_search_show(cli: CLI) -> None:
     cli.ok("run", "Tell me about rivers", "--backend", fake("echo"))
     cli.ok("run", "And mountains?", "--backend", fake("echo"))
     listing = cli.ok("logs")
-    assert listing.splitlines()[0].split() == ["ID", "UPDATED", "MODEL", "CALLS", "TOKENS", "TITLE"]
+    assert listing.splitlines()[0].split() == [
+        "ID", "UPDATED", "MODEL", "CALLS", "TOKENS", "CACHED", "TITLE",
+    ]  # fmt: skip
     assert "And mountains?" in listing.splitlines()[1]
     assert "Tell me about rivers" in listing.splitlines()[2]
     assert cli.ok("logs", "list", "-n", "1").count("\n") == 2
@@ -402,3 +404,13 @@ def test_a_closed_pipe_ends_quietly(cli: CLI) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 141
     assert err == b""
+
+
+def test_logs_show_whether_the_prefix_cache_works(cli: CLI) -> None:
+    cli.ok("run", "Cache me", "--backend", fake("cached_echo"))
+    listing = cli.ok("logs").splitlines()
+    assert listing[1].split()[5:7] == ["128", "112"]  # TOKENS, CACHED (UPDATED is two words)
+    shown = cli.ok("logs", "show", "last")
+    assert "120+8 tokens, 112 cached, 3 reasoning" in shown
+    [row] = json.loads(cli.ok("logs", "--json"))
+    assert (row["cached_tokens"], row["reasoning_tokens"]) == (112, 3)

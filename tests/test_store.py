@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -156,13 +157,26 @@ def test_an_old_log_is_migrated_without_losing_records(tmp_path: Path) -> None:
         "INSERT INTO calls (conversation_id, started_at, request, response_text) VALUES"
         """ ('abc', '2026-01-01T00:00:00', '{"messages": [{"role": "user", "content": "old"}]}', '')"""
     )
+    answered = {
+        "message": {"role": "assistant", "content": "hi"},
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11,
+                  "cached_tokens": 8, "reasoning_tokens": 1},
+    }  # fmt: skip
+    db.execute(
+        "INSERT INTO calls (conversation_id, started_at, request, response, response_text,"
+        " total_tokens) VALUES ('abc', '2026-01-01T00:00:01', ?, ?, 'hi', 11)",
+        ('{"messages": [{"role": "user", "content": "again"}]}', json.dumps(answered)),
+    )
     db.commit()
     db.close()
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         logged = store.conversation("abc")
-        assert logged.messages() == [user("old")]
+        assert logged.messages()[-1].text == "hi"
         assert logged.calls[0].batch_item is None
+        # The usage an old response carried fills the new columns.
+        assert (logged.summary.cached_tokens, logged.summary.reasoning_tokens) == (8, 1)
 
 
 def test_a_log_from_a_newer_chatlane_is_refused(tmp_path: Path) -> None:
@@ -277,3 +291,26 @@ def test_concurrent_writers_in_several_processes_lose_nothing(tmp_path: Path) ->
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
+
+
+def test_cached_and_reasoning_tokens_are_logged_and_summed(tmp_path: Path) -> None:
+    from chatlane.messages import assistant
+    from chatlane.request import ChatRequest
+    from chatlane.response import ChatResponse, FinishReason, Usage
+
+    with Store(tmp_path / "log.db") as store:
+        request = ChatRequest((user("q"),))
+        answer = ChatResponse(assistant("a"), FinishReason.STOP, Usage(100, 10, 110, 96, 4))
+        cid, _ = store.log_call(None, request, answer)
+        store.log_call(
+            cid, request, ChatResponse(assistant("b"), FinishReason.STOP, Usage(5, 1, 6))
+        )
+        [summary] = store.conversations()
+        assert (summary.total_tokens, summary.cached_tokens, summary.reasoning_tokens) == (
+            116,
+            96,
+            4,
+        )
+        first = store.conversation(cid).calls[0].response
+        assert first is not None
+        assert first.usage == Usage(100, 10, 110, 96, 4)

@@ -851,6 +851,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 "model": s.model,
                 "calls": s.calls,
                 "total_tokens": s.total_tokens,
+                "cached_tokens": s.cached_tokens,
+                "reasoning_tokens": s.reasoning_tokens,
             }
             for s in found
         ]
@@ -859,13 +861,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if not found:
         sys.stdout.write("no conversations\n" if action == "list" else "no match\n")
         return 0
-    sys.stdout.write(f"{'ID':<16}  {'UPDATED':<16}  {'MODEL':<14}  CALLS  TOKENS  TITLE\n")
+    sys.stdout.write(f"{'ID':<16}  {'UPDATED':<16}  {'MODEL':<14}  CALLS  TOKENS  CACHED  TITLE\n")
     for s in found:
         title = " ".join(s.title.split())
         title = title if len(title) <= 40 else title[:39] + "…"
         sys.stdout.write(
             f"{s.id:<16}  {_local_time(s.updated_at)[:16]:<16}  {(s.model or '-')[:14]:<14}"
-            f"  {s.calls:>5}  {s.total_tokens:>6}  {title}\n"
+            f"  {s.calls:>5}  {s.total_tokens:>6}  {s.cached_tokens:>6}  {title}\n"
         )
     return 0
 
@@ -884,7 +886,8 @@ def _print_conversation(logged: LoggedConversation, out: TextIO) -> None:
     s = logged.summary
     out.write(
         f"conversation {s.id}  {_local_time(s.created_at)}  "
-        f"{s.backend or '-'}  model {s.model or '-'}  {s.total_tokens} tokens\n"
+        f"{s.backend or '-'}  model {s.model or '-'}  {s.total_tokens} tokens"
+        f"{f' ({s.cached_tokens} cached)' if s.cached_tokens else ''}\n"
     )
     shown = 0
     for number, call in enumerate(logged.calls, 1):
@@ -900,6 +903,10 @@ def _print_conversation(logged: LoggedConversation, out: TextIO) -> None:
             facts.append(r.finish_reason.value)
             if r.usage is not None:
                 facts.append(f"{r.usage.prompt_tokens}+{r.usage.completion_tokens} tokens")
+                if r.usage.cached_tokens is not None:
+                    facts.append(f"{r.usage.cached_tokens} cached")
+                if r.usage.reasoning_tokens is not None:
+                    facts.append(f"{r.usage.reasoning_tokens} reasoning")
         out.write(f"\n--- call {number}: {', '.join(facts)}\n")
         messages = call.messages
         if shown > len(messages):

@@ -101,6 +101,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE calls ADD COLUMN batch_item TEXT;
     """,
+    # 3: the prompt tokens a server's prefix cache served and the completion tokens spent on
+    # reasoning, so that `chatlane logs` shows whether caching works; filled in for the calls
+    # logged before from the usage their responses carry.
+    """
+    ALTER TABLE calls ADD COLUMN cached_tokens INTEGER;
+    ALTER TABLE calls ADD COLUMN reasoning_tokens INTEGER;
+    UPDATE calls SET
+        cached_tokens = json_extract(response, '$.usage.cached_tokens'),
+        reasoning_tokens = json_extract(response, '$.usage.reasoning_tokens')
+        WHERE response IS NOT NULL AND json_valid(response);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -155,6 +166,10 @@ class ConversationSummary:
     model: str | None
     calls: int
     total_tokens: int
+    cached_tokens: int = 0
+    """Prompt tokens served from a server's prefix cache, over all calls (where reported)."""
+    reasoning_tokens: int = 0
+    """Completion tokens spent on reasoning, over all calls (where reported)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,8 +369,9 @@ class Store:
             cursor = db.execute(
                 "INSERT INTO calls (conversation_id, started_at, backend, model, request,"
                 " response, error, prompt_text, response_text, finish_reason, prompt_tokens,"
-                " completion_tokens, total_tokens, duration_ms, first_token_ms, batch_item)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " completion_tokens, total_tokens, duration_ms, first_token_ms, batch_item,"
+                " cached_tokens, reasoning_tokens)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     conversation_id,
                     now,
@@ -375,6 +391,8 @@ class Store:
                     duration * 1000 if duration is not None else None,
                     first_token * 1000 if first_token is not None else None,
                     batch_item,
+                    usage.cached_tokens if usage else None,
+                    usage.reasoning_tokens if usage else None,
                 ),
             )
             call_id = cursor.lastrowid
@@ -412,7 +430,8 @@ class Store:
 
     _SUMMARY = (
         "SELECT c.id, c.created_at, c.updated_at, c.title, c.backend, c.model,"
-        " count(k.id), coalesce(sum(k.total_tokens), 0)"
+        " count(k.id), coalesce(sum(k.total_tokens), 0), coalesce(sum(k.cached_tokens), 0),"
+        " coalesce(sum(k.reasoning_tokens), 0)"
         " FROM conversations c LEFT JOIN calls k ON k.conversation_id = c.id"
     )
 
