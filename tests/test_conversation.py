@@ -153,3 +153,38 @@ def test_the_async_twins_give_the_same_conversation(tmp_path: Path) -> None:
     assert conversation.messages == sync.messages
     assert any(isinstance(e, TextDelta) for e in events)
     assert len(Store(tmp_path / "b.db").conversation("last").calls) == 2
+
+
+def test_a_session_header_keeps_every_turn_on_one_replica(store: Store) -> None:
+    from chatlane.backends.openai_chat import OpenAIChat
+    from support import Reply, ScriptedServer
+
+    answer = {
+        "id": "c",
+        "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+    }
+    with ScriptedServer() as server:
+        server.route("/v1/chat/completions", Reply.sse([answer]))
+        with OpenAIChat(server.url + "/v1", model="m") as llm:
+            conversation = Conversation(llm, store=store, session_header="vllm-router")
+            conversation.ask("one")
+            conversation.ask("two")
+            other = Conversation(llm, session_header="x-affinity")
+            other.ask("three")
+            again, _ = Conversation.resume(llm, store, "last", session_header="vllm-router")
+            again.ask("four")
+        sent = [r.headers for r in server.requests]
+    assert conversation.session_id is not None
+    assert [h.get("x-user-id") for h in sent[:2]] == [conversation.session_id] * 2
+    assert sent[2].get("x-affinity") == other.session_id != conversation.session_id
+    assert sent[3].get("x-user-id") == conversation.id  # resumed: its id in the log
+    assert "x-user-id" not in sent[2]
+
+
+def test_a_session_header_needs_a_backend_that_adds_headers() -> None:
+    from chatlane.errors import InputError
+
+    with pytest.raises(InputError, match="session_header needs a backend"):
+        Conversation(Fake([echo]), session_header="session")

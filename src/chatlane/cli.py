@@ -131,6 +131,12 @@ def _add_conversation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
     parser.add_argument("--seed", type=int, metavar="N", help="sampling seed, where supported")
     parser.add_argument(
+        "--session-header",
+        metavar="NAME",
+        help="send a stable id for the conversation in this header (or a preset: vllm-router, "
+        "session), so a cluster router keeps it on one replica and its prefix cache warm",
+    )
+    parser.add_argument(
         "--no-color",
         action="store_true",
         help="plain text even on a terminal (as NO_COLOR does); answers are rendered as "
@@ -504,12 +510,25 @@ def _conversation(args: argparse.Namespace) -> Conversation:
             raise UsageError("--continue needs the log, which is off (CHATLANE_LOG or --no-log)")
         try:
             conversation, _ = Conversation.resume(
-                backend, store, args.continue_id, tools=tools, label=label, **params
+                backend,
+                store,
+                args.continue_id,
+                tools=tools,
+                label=label,
+                session_header=args.session_header,
+                **params,
             )
         except StoreError as e:
             raise UsageError(str(e)) from e
     else:
-        conversation = Conversation(backend, store=store, tools=tools, label=label, **params)
+        conversation = Conversation(
+            backend,
+            store=store,
+            tools=tools,
+            label=label,
+            session_header=args.session_header,
+            **params,
+        )
     if args.system is not None:
         conversation.set_system(args.system)
     return conversation

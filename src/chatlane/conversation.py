@@ -31,7 +31,17 @@ if TYPE_CHECKING:
     from chatlane.store import LoggedConversation, Store
     from chatlane.tools import Tool
 
-__all__ = ["AsyncConversationStream", "Conversation", "ConversationStream"]
+__all__ = ["SESSION_HEADERS", "AsyncConversationStream", "Conversation", "ConversationStream"]
+
+SESSION_HEADERS: dict[str, str] = {
+    # vLLM's production-stack router routes by a session key header (--routing-logic session
+    # --session-key NAME); its documentation uses x-user-id.
+    "vllm-router": "x-user-id",
+    # A plain name for load balancers configured by hand (consistent hashing on a header).
+    "session": "x-session-id",
+}
+"""Header presets for `Conversation`'s ``session_header``: a stable id per conversation lets
+a cluster router send every turn to the replica whose prefix cache holds the conversation."""
 
 Event = Any  # ChatEvent | AgentEvent (the agent's events, with each step's chat events)
 
@@ -115,6 +125,11 @@ class Conversation:
         tools: tools the model may call; with tools each question is an agent run.
         system: the system prompt.
         label: how the log names the backend (default: its class name; never a secret).
+        session_header: send a stable id for this conversation in this header with every
+            call (a name from `SESSION_HEADERS`, such as ``"vllm-router"``, or any header
+            name), so that a cluster router keeps the conversation on one replica and its
+            prefix cache stays warm. The backend must support ``with_options(headers=...)``
+            (`OpenAIChat`, `CompletionChat`).
         **params: request settings for every call (``max_tokens``, ``temperature``, ...);
             None values are left out.
     """
@@ -127,9 +142,15 @@ class Conversation:
         tools: Sequence[Tool] = (),
         system: str | None = None,
         label: str | None = None,
+        session_header: str | None = None,
         **params: Any,
     ) -> None:
         self.backend = backend
+        self._calls: Backend = backend
+        """The backend the calls go to: ``backend``, or a copy sending the session header."""
+        self.session_id: str | None = None
+        """The id sent in ``session_header`` (None when no header is set)."""
+        self._session_header = SESSION_HEADERS.get(session_header or "", session_header)
         self.store = store
         self.tools = tuple(tools)
         self.label = label or type(backend).__name__
@@ -141,6 +162,23 @@ class Conversation:
         """The agent run of the last question, when tools were given."""
         if system is not None:
             self.set_system(system)
+        if self._session_header:
+            import uuid
+
+            self._use_session(uuid.uuid4().hex)
+
+    def _use_session(self, session_id: str) -> None:
+        from chatlane.errors import InputError
+
+        assert self._session_header is not None
+        with_options = getattr(self.backend, "with_options", None)
+        if with_options is None:
+            raise InputError(
+                f"session_header needs a backend that can add headers; "
+                f"{type(self.backend).__name__} cannot"
+            )
+        self._calls = with_options(headers={self._session_header: session_id})
+        self.session_id = session_id
 
     @classmethod
     def resume(
@@ -156,6 +194,9 @@ class Conversation:
         logged = store.conversation(id_or_prefix)
         conversation.id = logged.summary.id
         conversation.messages = logged.messages()
+        if conversation.session_id is not None:
+            # The same conversation keeps its session: its id in the log.
+            conversation._use_session(logged.summary.id)
         return conversation, logged
 
     @property
@@ -205,7 +246,7 @@ class Conversation:
         before = len(self.messages)
         self.messages.append(user(text))
         try:
-            request = self.backend.request(self.messages, tools=self.tools or None, **self.params)
+            request = self._calls.request(self.messages, tools=self.tools or None, **self.params)
         except Exception:
             del self.messages[before:]
             raise
@@ -229,7 +270,7 @@ class Conversation:
         recorder = _Recorder(self)
         try:
             if self.tools:
-                run = run_stream(self.backend, list(request.messages), **self._agent_kwargs())
+                run = run_stream(self._calls, list(request.messages), **self._agent_kwargs())
                 try:
                     for event in run:
                         recorder.event(event)
@@ -244,7 +285,7 @@ class Conversation:
                     raise
                 return self._finish_run(run.result)
             recorder.begin(1, request)
-            stream = self.backend.stream(request)
+            stream = self._calls.stream(request)
             try:
                 for event in stream:
                     recorder.event(event)
@@ -283,7 +324,7 @@ class Conversation:
         recorder = _Recorder(self)
         try:
             if self.tools:
-                run = arun_stream(self.backend, list(request.messages), **self._agent_kwargs())
+                run = arun_stream(self._calls, list(request.messages), **self._agent_kwargs())
                 try:
                     async for event in run:
                         recorder.event(event)
@@ -299,7 +340,7 @@ class Conversation:
                 box.append(self._finish_run(run.result))
                 return
             recorder.begin(1, request)
-            stream = self.backend.astream(request)
+            stream = self._calls.astream(request)
             try:
                 async for event in stream:
                     recorder.event(event)
