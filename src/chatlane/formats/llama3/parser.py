@@ -73,6 +73,7 @@ __all__ = [
 PYTHON_TAG = "<|python_tag|>"
 STOP_TOKENS = ("<|eom_id|>", "<|eot_id|>", "<|end_of_text|>")
 """The texts that end an assistant turn: eom (waits for a tool result), eot, end of text."""
+_END_OF_MESSAGE = STOP_TOKENS[0]
 _FUNCTION_OPEN = "<function="
 _FUNCTION_CLOSE = "</function>"
 _FENCE = "```"
@@ -83,6 +84,7 @@ _LONGEST_STOP = max(len(t) for t in STOP_TOKENS)
 _CALL_KEYS = ("name", "type", "function", "parameters", "arguments", "id")
 _CALL_FIELDS = frozenset({"name", "type", "parameters", "arguments", "id"})
 _SEPARATORS = frozenset(" \t\r\n;,")
+_FENCE_SEPARATORS = " \t\r\n;,"
 _NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 _NAME_START = re.compile(r"[A-Za-z_]")
 _TRIGGER = re.compile(r"[<{\[`]")
@@ -125,6 +127,9 @@ class _Kind(enum.Enum):
     FUNCTION = "function"  # <function=name>{...}</function>
 
 
+_PY_KINDS = (_Kind.PY_BARE, _Kind.PY_LIST)
+
+
 class ToolCallStreamParser:
     """Raw Llama 3.x output in, `ChatEvent`s out (the `StreamParser` protocol).
 
@@ -151,6 +156,7 @@ class ToolCallStreamParser:
         self._held: list[str] = []
         self._kind = _Kind.JSON
         self._fenced = False
+        self._fence_open = False  # inside a fence after a call, so the next call is fenced too
         self._function_name = ""
         self._pending_calls: list[ToolCall] = []
         self._body_start = 0
@@ -207,7 +213,7 @@ class ToolCallStreamParser:
         stop = stop_sequence if stop_sequence is not None else self._stop_seen
         self._truncated = truncated and self._stop_seen is None
         if not self._ended:
-            self._resolve_end(self._truncated, events)
+            self._resolve_end(self._truncated, events, stop)
             self._ended = True
         self._finished = True
         self._stop_sequence = stop
@@ -339,7 +345,8 @@ class ToolCallStreamParser:
         kind, start, fenced, name = verdict
         self._mode = _Mode.BODY
         self._kind = kind
-        self._fenced = fenced
+        self._fenced = fenced or self._fence_open
+        self._fence_open = False
         self._function_name = name
         self._body_start = start
         self._held = [head]
@@ -360,7 +367,7 @@ class ToolCallStreamParser:
             self._tag_fresh = self._in_tag = self._bare_ok = True
         else:
             self._stop_seen = token
-            self._resolve_end(False, events)
+            self._resolve_end(False, events, token)
             self._ended = True
 
     def _scan(self, s: str, i: int, end: int) -> int:
@@ -424,7 +431,7 @@ class ToolCallStreamParser:
                 held = "".join(self._held)
                 self._held = [held[: -len(stop)]]
                 self._stop_seen = stop
-                self._resolve_end(False, events)
+                self._resolve_end(False, events, stop)
                 self._ended = True
         return end
 
@@ -458,8 +465,9 @@ class ToolCallStreamParser:
     def _step_tail(self, char: str, events: list[ChatEvent]) -> str:
         """An optional closing marker (``</function>``, a closing fence) after a call's body."""
         tail = self._tail + char
-        marker = _FENCE if self._fenced else _FUNCTION_CLOSE
-        stripped = tail.lstrip()
+        fenced = self._fenced
+        marker = _FENCE if fenced else _FUNCTION_CLOSE
+        stripped = tail.lstrip(_FENCE_SEPARATORS) if fenced else tail.lstrip()
         if marker.startswith(stripped) and len(tail) <= _MAX_HEAD:
             if stripped == marker:
                 self._finish_tail(events)
@@ -467,6 +475,11 @@ class ToolCallStreamParser:
             self._tail = tail
             return ""
         self._finish_tail(events)
+        if fenced and stripped[0] in "{[":
+            # Another call in the same fence: it is fenced too, and the closing fence
+            # comes after the last of them.
+            self._fence_open = True
+            return stripped
         return tail
 
     def _finish_tail(self, events: list[ChatEvent]) -> None:
@@ -497,14 +510,16 @@ class ToolCallStreamParser:
                 code = "".join(self._held)
                 self._held = [code[: -len(stop)]]
                 self._stop_seen = stop
-                self._resolve_end(False, events)
+                self._resolve_end(False, events, stop)
                 self._ended = True
         return end
 
     # -- the end of the output -------------------------------------------------------------
 
-    def _resolve_end(self, truncated: bool, events: list[ChatEvent]) -> None:
-        """Settle whatever is held when the output ends."""
+    def _resolve_end(
+        self, truncated: bool, events: list[ChatEvent], stop: str | None = None
+    ) -> None:
+        """Settle whatever is held when the output ends (with the stop token ``stop``)."""
         while self._mode is _Mode.HEAD:
             head = self._head
             self._head = ""
@@ -520,6 +535,12 @@ class ToolCallStreamParser:
             held = "".join(self._held)
             if truncated:
                 self._partial = held
+            elif self._tag_fresh and stop == _END_OF_MESSAGE and self._kind in _PY_KINDS:
+                # Unclosed Python right after <|python_tag|>, and the model waits for a
+                # result: code (see the CODE case below).
+                self._emit_calls(
+                    [self._make_call("code_interpreter", {"code": held.strip()})], events
+                )
             else:
                 self._emit_text(held, events)
         elif mode is _Mode.TAIL:
@@ -528,7 +549,10 @@ class ToolCallStreamParser:
             code = "".join(self._held)
             if truncated:
                 self._partial = code
-            elif code.strip() and _is_python(code):
+            elif code.strip() and (stop == _END_OF_MESSAGE or _is_python(code)):
+                # Ending at <|eom_id|>, the model waits for the code's result: what follows
+                # <|python_tag|> is code for code_interpreter even when it does not parse,
+                # as llama-models' ChatFormat reads it (decode_assistant_message_from_content).
                 self._emit_calls(
                     [self._make_call("code_interpreter", {"code": code.strip()})], events
                 )
@@ -640,6 +664,7 @@ class ToolCallStreamParser:
         self._in_tag = False
         self._tag_fresh = False
         self._bare_ok = False
+        self._fence_open = False
         self._text.append(out)
         events.append(TextDelta(out))
 
@@ -811,6 +836,11 @@ def _fence_head(head: str) -> _HeadVerdict:
     i = m.end()
     if i == len(head):
         return None
+    if i == len(_FENCE) and head[i] in "{[":
+        # An inline fence, ```{"name": ...}```: held until the object shows what it is.
+        if head[i] == "{":
+            return _object_head(head, i, _Kind.JSON, fenced=True)
+        return _list_head(head, i, fenced=True)
     if not head[i].isspace():
         return False
     i = _skip_ws(head, i)
