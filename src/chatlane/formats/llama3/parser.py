@@ -87,8 +87,15 @@ _SEPARATORS = frozenset(" \t\r\n;,")
 _FENCE_SEPARATORS = " \t\r\n;,"
 _NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 _NAME_START = re.compile(r"[A-Za-z_]")
-_TRIGGER = re.compile(r"[<{\[`]")
-_TRIGGER_IN_TAG = re.compile(r"[<{\[`A-Za-z_]")
+# Where a call may start. A bracket whose next character already rules a call out
+# (``{x``, ``[1``, ``<b``, a lone backtick) is skipped in the same regex search, so prose
+# costs one C-level scan per piece: the same verdict `_classify_head` reaches on those two
+# characters, without the character-by-character hold. At the end of a piece the next
+# character is unknown, so the bracket is held as before.
+_TRIGGER_HEADS = r'\{(?![^\s"])|\[(?![^\s{A-Za-z_])|<(?![^|f])|`(?![^`])'
+_TRIGGER = re.compile(_TRIGGER_HEADS)
+_TRIGGER_IN_TAG = re.compile(_TRIGGER_HEADS + r"|[A-Za-z_]")
+_TRIGGER_FRESH = re.compile(r"[<{\[`A-Za-z_]")
 _JSON_SPECIAL = re.compile(r'["{}\[\]()]')
 _PY_SPECIAL = re.compile(r"[\"'{}\[\]()]")
 _STRING_SPECIAL = {'"': re.compile(r'["\\]'), "'": re.compile(r"['\\]")}
@@ -97,6 +104,28 @@ _FUNCTION_NAME = re.compile(r"[\w.\-]*")
 _FENCE_LANG = re.compile(r"[\w+\-]*")
 _MAX_HEAD = 200
 """A call's opening (up to the point where it is certain) is never longer than this."""
+
+
+def _make_text_delta() -> Callable[[str], TextDelta]:
+    """``TextDelta(text)``, made without the frozen dataclass's ``__init__`` (which sets each
+    field through ``object.__setattr__``): half the cost, on the one event every piece of
+    prose makes. Falls back to the class if `TextDelta` ever gains a field."""
+    if TextDelta.__slots__ != ("text", "choice"):  # pragma: no cover
+        return TextDelta
+    new: Any = TextDelta.__new__
+    set_text: Any = TextDelta.__dict__["text"].__set__
+    set_choice: Any = TextDelta.__dict__["choice"].__set__
+
+    def text_delta(text: str) -> TextDelta:
+        delta: TextDelta = new(TextDelta)
+        set_text(delta, text)
+        set_choice(delta, 0)
+        return delta
+
+    return text_delta
+
+
+_text_delta = _make_text_delta()
 
 
 def random_call_id() -> str:
@@ -191,6 +220,29 @@ class ToolCallStreamParser:
             raise RuntimeError("feed() after finish(): use a new parser for a new response")
         if not isinstance(text, str):
             raise InputError(f"the parser reads text (str), got {type(text).__name__}")
+        if (
+            self._mode is _Mode.TEXT
+            and self._started_content
+            and not (self._after_call or self._bare_ok or self._tag_fresh or self._fence_open)
+            and not self._ended
+            and _TRIGGER.search(text) is None
+        ):
+            # Prose that nothing in can start a call: out at once (`_emit_text`, inlined,
+            # because this is what almost every piece of an answer costs).
+            core = text.rstrip()
+            if not core:
+                if text:
+                    self._pending_ws.append(text)
+                return []
+            if self._pending_ws:
+                out = "".join(self._pending_ws) + core
+                self._pending_ws = []
+            else:
+                out = core
+            if len(core) != len(text):
+                self._pending_ws.append(text[len(core) :])
+            self._text.append(out)
+            return [_text_delta(out)]
         events: list[ChatEvent] = []
         if text and not self._ended:
             self._run(text, events)
@@ -246,9 +298,26 @@ class ToolCallStreamParser:
     # -- the scanner ----------------------------------------------------------------------
 
     def _run(self, text: str, events: list[ChatEvent]) -> None:
+        start = 0
+        if (
+            self._mode is _Mode.HEAD
+            and len(self._head) == 1
+            and not self._tag_fresh
+            and _TRIGGER.match(self._head + text[0]) is None
+        ):
+            # A bracket held at the end of the last piece, that this piece's first character
+            # shows is text (``{`` then ``x``): read on as text from the bracket.
+            text = self._head + text
+            self._head = ""
+            self._mode = _Mode.TEXT
+        if self._mode is _Mode.TEXT:
+            # The common case, prose: one step reads the whole piece.
+            start = self._step_text(text, 0, events)
+            if start == len(text):
+                return
         # Pieces to read, in order; a step that gives text back (a prefix that proved not to
         # be a call) puts it in front of the rest.
-        work: deque[tuple[str, int]] = deque([(text, 0)])
+        work: deque[tuple[str, int]] = deque([(text, start)])
         while work and not self._ended:
             s, i = work.popleft()
             while i < len(s) and not self._ended:
@@ -285,7 +354,11 @@ class ToolCallStreamParser:
             if self._tag_fresh and not _is_call_start(s[i]):
                 self._start_code(s[i])
                 return i + 1
-        pattern = _TRIGGER_IN_TAG if self._bare_ok else _TRIGGER
+        # Right after <|python_tag|> a prefix that is not a call is code, not text: every
+        # trigger is held there.
+        pattern = (
+            _TRIGGER_FRESH if self._tag_fresh else _TRIGGER_IN_TAG if self._bare_ok else _TRIGGER
+        )
         m = pattern.search(s, i)
         if m is None:
             self._emit_text(s[i:], events)
@@ -653,20 +726,22 @@ class ToolCallStreamParser:
             text = text.lstrip()
             if not text:
                 return
+            self._started_content = True
         core = text.rstrip()
         if not core:
             self._pending_ws.append(text)
             return
-        out = "".join(self._pending_ws) + core if self._pending_ws else core
-        tail = text[len(core) :]
-        self._pending_ws = [tail] if tail else []
-        self._started_content = True
-        self._in_tag = False
-        self._tag_fresh = False
-        self._bare_ok = False
-        self._fence_open = False
+        if self._pending_ws:
+            out = "".join(self._pending_ws) + core
+            self._pending_ws = []
+        else:
+            out = core
+        if len(core) != len(text):
+            self._pending_ws.append(text[len(core) :])
+        if self._bare_ok or self._tag_fresh or self._in_tag or self._fence_open:
+            self._in_tag = self._tag_fresh = self._bare_ok = self._fence_open = False
         self._text.append(out)
-        events.append(TextDelta(out))
+        events.append(_text_delta(out))
 
     def _emit_calls(self, calls: Sequence[ToolCall], events: list[ChatEvent]) -> None:
         for call in calls:
