@@ -67,25 +67,33 @@ class _Reader:
         self.text = text
         self.pos = 0
 
+    # The small methods skip the whitespace regex when no whitespace is next: most calls
+    # have none, and these run for every token of a call.
+
     def ws(self) -> None:
-        m = _WS.match(self.text, self.pos)
-        assert m is not None
-        self.pos = m.end()
+        text, pos = self.text, self.pos
+        if pos < len(text) and text[pos].isspace():
+            m = _WS.match(text, pos)
+            assert m is not None
+            self.pos = m.end()
 
     def peek(self) -> str:
         return self.text[self.pos : self.pos + 1]
 
     def expect(self, char: str) -> None:
-        self.ws()
-        if self.peek() != char:
+        if not self.accept(char):
             raise _Invalid
-        self.pos += 1
 
     def accept(self, char: str) -> bool:
-        self.ws()
-        if self.peek() == char:
-            self.pos += 1
+        text, pos = self.text, self.pos
+        if pos < len(text) and text[pos].isspace():
+            m = _WS.match(text, pos)
+            assert m is not None
+            pos = m.end()
+        if text.startswith(char, pos):
+            self.pos = pos + 1
             return True
+        self.pos = pos
         return False
 
     def name(self) -> str:

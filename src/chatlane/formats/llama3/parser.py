@@ -40,6 +40,7 @@ import ast
 import enum
 import itertools
 import json
+import random
 import re
 import secrets
 from collections import deque
@@ -96,6 +97,9 @@ _TRIGGER_HEADS = r'\{(?![^\s"])|\[(?![^\s{A-Za-z_])|<(?![^|f])|`(?![^`])'
 _TRIGGER = re.compile(_TRIGGER_HEADS)
 _TRIGGER_IN_TAG = re.compile(_TRIGGER_HEADS + r"|[A-Za-z_]")
 _TRIGGER_FRESH = re.compile(r"[<{\[`A-Za-z_]")
+_WHOLE_TRIGGER = re.compile(r"[<{\[`(]")
+"""What may start a call in a whole output's prose (``(``: a bare built-in call)."""
+_BARE_WORD = re.compile(r"[A-Za-z_][\w.\-]*\s*")
 _JSON_SPECIAL = re.compile(r'["{}\[\]()]')
 _PY_SPECIAL = re.compile(r"[\"'{}\[\]()]")
 _STRING_SPECIAL = {'"': re.compile(r'["\\]'), "'": re.compile(r"['\\]")}
@@ -104,6 +108,59 @@ _FUNCTION_NAME = re.compile(r"[\w.\-]*")
 _FENCE_LANG = re.compile(r"[\w+\-]*")
 _MAX_HEAD = 200
 """A call's opening (up to the point where it is certain) is never longer than this."""
+
+
+_UNREAD: Any = object()
+"""A body's JSON value that was not decoded yet."""
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _make_json_encoder() -> Callable[[Any], str]:
+    """``json.dumps(value, ensure_ascii=False)`` for JSON data (no cycles, nothing exotic),
+    with the C encoder made once: `json.JSONEncoder.encode` makes a new one per call, which
+    costs more than encoding a call's arguments."""
+    from json import encoder
+
+    make = encoder.c_make_encoder
+    if make is None:  # pragma: no cover (no C accelerator)
+        return json.JSONEncoder(ensure_ascii=False).encode
+
+    def default(value: Any) -> Any:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    chunks = make(None, default, encoder.encode_basestring, None, ": ", ", ", False, False, True)
+    join = "".join
+    return lambda value: join(chunks(value, 0))
+
+
+_encode_json = _make_json_encoder()
+
+
+def _make_tool_call() -> Callable[[str, str, dict[str, Any], str], ToolCall]:
+    """``ToolCall(id, name, arguments, raw_arguments=raw)`` for arguments that are already
+    a fresh dict and their JSON: made without ``__init__``'s checks and
+    ``object.__setattr__`` calls, which cost a whole parse as much as reading the call.
+    Falls back to the class if `ToolCall` ever changes its fields."""
+    fields = ("id", "name", "arguments", "raw_arguments", "arguments_error")
+    if ToolCall.__slots__ != fields:  # pragma: no cover
+        return lambda id, name, arguments, raw: ToolCall(id, name, arguments, raw_arguments=raw)
+    new: Any = ToolCall.__new__
+    setters: list[Any] = [ToolCall.__dict__[f].__set__ for f in fields]
+    set_id, set_name, set_arguments, set_raw, set_error = setters
+
+    def tool_call(id: str, name: str, arguments: dict[str, Any], raw: str) -> ToolCall:
+        call: ToolCall = new(ToolCall)
+        set_id(call, id)
+        set_name(call, name)
+        set_arguments(call, arguments)
+        set_raw(call, raw)
+        set_error(call, None)
+        return call
+
+    return tool_call
+
+
+_tool_call = _make_tool_call()
 
 
 def _make_text_delta() -> Callable[[str], TextDelta]:
@@ -128,9 +185,16 @@ def _make_text_delta() -> Callable[[str], TextDelta]:
 _text_delta = _make_text_delta()
 
 
+_ID_BITS = random.Random(secrets.randbits(128)).getrandbits
+"""96 random bits per id, from a generator of the parser's own (seeded from the system's
+randomness once), so a user's ``random.seed`` cannot make ids repeat. An id only has to be
+unique within a conversation; a system call per id would cost a whole parse a quarter of
+its time."""
+
+
 def random_call_id() -> str:
     """A fresh tool-call id such as ``call_3f9a...``: the Llama format has none of its own."""
-    return "call_" + secrets.token_hex(12)
+    return f"call_{_ID_BITS(96):024x}"
 
 
 def sequential_ids(prefix: str = "call_") -> Callable[[], str]:
@@ -174,43 +238,47 @@ class ToolCallStreamParser:
     of times, and nothing is re-parsed from the start.
     """
 
+    # The state a fresh parser starts in (class defaults: a whole parse makes one parser
+    # per output, so the constructor sets only what is mutable).
+    _mode = _Mode.TEXT
+    _head = ""
+    _kind = _Kind.JSON
+    _fenced = False
+    _fence_open = False  # inside a fence after a call, so the next call is fenced too
+    _function_name = ""
+    _body_start = 0
+    _depth = 0
+    _quote = ""
+    _escaped = False
+    _tail = ""
+    _recent = ""  # the last few characters of a body or code, to spot a stop token
+    _tag_fresh = False  # right after <|python_tag|>, before any call
+    _in_tag = False  # after <|python_tag|>, while only calls followed
+    # At the start and right after a call, a bare ``brave_search.call(...)`` is a call
+    # (llama-models' ChatFormat writes built-in calls without <|python_tag|>).
+    _bare_ok = True
+    _after_call = False
+    _started_content = False
+    _partial: str | None = None
+    _stop_seen: str | None = None
+    _ended = False
+    _finished = False
+    _stop_sequence: str | None = None
+    _truncated = False
+    _quiet = False  # a whole parse: no events, only the result
+
     def __init__(
         self, tools: Sequence[Tool] | None = None, *, ids: Callable[[], str] | None = None
     ) -> None:
         self._tools: dict[str, Tool] = {t.name: t for t in tools or ()}
         self._offered_known = tools is not None
         self._ids = ids or random_call_id
-        self._mode = _Mode.TEXT
-        self._head = ""
         self._held: list[str] = []
-        self._kind = _Kind.JSON
-        self._fenced = False
-        self._fence_open = False  # inside a fence after a call, so the next call is fenced too
-        self._function_name = ""
         self._pending_calls: list[ToolCall] = []
-        self._body_start = 0
-        self._depth = 0
-        self._quote = ""
-        self._escaped = False
-        self._tail = ""
-        self._recent = ""  # the last few characters of a body or code, to spot a stop token
-        self._tag_fresh = False  # right after <|python_tag|>, before any call
-        self._in_tag = False  # after <|python_tag|>, while only calls followed
-        # At the start and right after a call, a bare ``brave_search.call(...)`` is a call
-        # (llama-models' ChatFormat writes built-in calls without <|python_tag|>).
-        self._bare_ok = True
-        self._after_call = False
-        self._started_content = False
         self._pending_ws: list[str] = []  # whitespace that is out only if text follows
         self._text: list[str] = []
         self._calls: list[ToolCall] = []
         self._unknown: list[str] = []
-        self._partial: str | None = None
-        self._stop_seen: str | None = None
-        self._ended = False
-        self._finished = False
-        self._stop_sequence: str | None = None
-        self._truncated = False
 
     # -- the StreamParser protocol ------------------------------------------------------
 
@@ -269,7 +337,8 @@ class ToolCallStreamParser:
             self._ended = True
         self._finished = True
         self._stop_sequence = stop
-        events.append(Finished(self._finish_reason(), stop_sequence=stop))
+        if not self._quiet:
+            events.append(Finished(self._finish_reason(), stop_sequence=stop))
         return events
 
     def result(self) -> ParsedOutput:
@@ -379,6 +448,18 @@ class ToolCallStreamParser:
         if fast is not None:
             end, verdict = fast
             self._start_body(s[j:end], verdict)
+            if verdict[0] is _Kind.JSON or verdict[0] is _Kind.JSON_LIST:
+                # A JSON call whole in this piece: the C decoder finds where it closes (the
+                # same place `_scan` would: valid JSON has brackets only where they count
+                # and no stop token outside its strings) and reads it in the same pass.
+                try:
+                    value, close = _raw_decode(s, j)
+                except (ValueError, RecursionError):
+                    return end
+                self._held = [s[j:close]]
+                self._depth, self._quote, self._escaped = 0, "", False
+                self._body_done(events, value)
+                return close
             return end
         self._mode = _Mode.HEAD
         self._head = s[j]
@@ -508,7 +589,7 @@ class ToolCallStreamParser:
                 self._ended = True
         return end
 
-    def _body_done(self, events: list[ChatEvent]) -> None:
+    def _body_done(self, events: list[ChatEvent], value: Any = _UNREAD) -> None:
         held = "".join(self._held)
         body = held[self._body_start :]
         kind = self._kind
@@ -517,7 +598,7 @@ class ToolCallStreamParser:
             self._mode = _Mode.TAIL
             self._held = [held]
             return
-        calls = self._read_body(kind, body)
+        calls = self._read_body(kind, body, value)
         if calls is None:
             if kind is _Kind.PY_BARE and self._tag_fresh:
                 self._start_code(held)
@@ -587,6 +668,169 @@ class ToolCallStreamParser:
                 self._ended = True
         return end
 
+    # -- a whole output at once ------------------------------------------------------------
+
+    def _read_whole(self, raw: str, stop_sequence: str | None, truncated: bool) -> bool:
+        """Read the common whole outputs in one pass, with the same outcome as feeding
+        them (the split property tests compare the two): prose, then calls (JSON, a
+        pythonic list, or a built-in call after ``<|python_tag|>``), or code after the tag,
+        up to a stop token. Anything else returns False before changing any state, and the
+        output is fed to the scanner instead."""
+        at = raw.find("<|")
+        start, tag, stop_seen = 0, False, None
+        if at >= 0 and raw.startswith(PYTHON_TAG, at) and (at == 0 or raw[:at].isspace()):
+            tag, start = True, at + len(PYTHON_TAG)
+            at = raw.find("<|", start)
+        if at >= 0:
+            for token in STOP_TOKENS:
+                if raw.startswith(token, at):
+                    stop_seen = token
+                    break
+            else:
+                return False
+            region = raw[start:at]
+        else:
+            region = raw[start:] if start else raw
+        if truncated and stop_seen is None:
+            return False
+        # The stop token that decides what code is: the one in the text, else the caller's.
+        stop = stop_seen if stop_seen is not None else stop_sequence
+        if tag:
+            region = region.lstrip(_FENCE_SEPARATORS)
+            if not region:
+                return False
+            first = region[0]
+            if first in "{[":
+                if _FAST_JSON_HEAD.match(region) or _FAST_PY_LIST_HEAD.match(region):
+                    done = self._whole_calls(region, 0, tag=True)
+                else:
+                    # Not a call's usual opening: decide as the scanner would, a character
+                    # at a time (``[1, 2]`` is code).
+                    verdict: _HeadVerdict = None
+                    k = 0
+                    while verdict is None and k < min(len(region), _MAX_HEAD):
+                        k += 1
+                        verdict = _classify_head(region[:k], "any")
+                    if verdict is not False:
+                        return False
+                    done = self._whole_code(region, stop)
+            elif first in "<`":
+                return False
+            elif _NAME_START.match(first) is None:
+                done = self._whole_code(region, stop)
+            else:
+                word = _BARE_WORD.match(region)
+                assert word is not None
+                end = word.end()
+                if end >= min(len(region), _MAX_HEAD):
+                    return False
+                if region[end] == "(":
+                    done = self._whole_bare_call(region, stop)
+                else:
+                    done = self._whole_code(region, stop)
+        else:
+            m = _WHOLE_TRIGGER.search(region)
+            if m is None:
+                text = region.strip()
+                if text:
+                    self._text.append(text)
+                done = True
+            elif region[m.start()] in "{[":
+                done = self._whole_calls(region, m.start(), tag=False)
+            else:
+                return False
+        if done:
+            self._stop_seen = stop_seen
+            self._ended = True
+        return done
+
+    def _whole_calls(self, region: str, j: int, *, tag: bool) -> bool:
+        """Prose ``region[:j]`` (free of anything that could start a call), then JSON calls
+        or one pythonic list, separated by ``;``, ``,`` or whitespace, to the end."""
+        n = len(region)
+        found: list[tuple[str, Mapping[str, Any] | None, str | None]] = []
+        listed: list[PyCall] | None = None
+        at = j
+        while True:
+            head = _FAST_JSON_HEAD.match(region, at)
+            if head is not None and head.end() - at <= _MAX_HEAD:
+                try:
+                    value, end = _raw_decode(region, at)
+                except (ValueError, RecursionError):
+                    if found:
+                        return False
+                    return self._whole_bad_json(region, at, tag=tag)
+                items = value if isinstance(value, list) else [value]
+                if not items:
+                    return False
+                for item in items:
+                    parts = self._json_parts(item)
+                    if parts is None:
+                        return False
+                    found.append(parts)
+            elif not found and _short_match(_FAST_PY_LIST_HEAD, region, at):
+                self._kind = _Kind.PY_LIST
+                close = self._scan(region, at, n)
+                self._depth, self._quote, self._escaped = 0, "", False
+                if close < 0:
+                    return False
+                end = close + 1
+                listed = parse_call_list(region[at:end])
+                if listed is None or region[end:].strip(_FENCE_SEPARATORS):
+                    return False
+                break
+            else:
+                return False
+            while end < n and region[end] in _SEPARATORS:
+                end += 1
+            if end == n:
+                break
+            at = end
+        prose = region[:j].strip()
+        if prose:
+            self._text.append(prose)
+        if listed is not None:
+            self._emit_calls([self._py_call(c) for c in listed], [])
+        else:
+            self._emit_calls([self._make_call(n_, a, raw=r) for n_, a, r in found], [])
+        return True
+
+    def _whole_bad_json(self, region: str, at: int, *, tag: bool) -> bool:
+        """A JSON call head whose object does not decode: text, when it closes and only
+        whitespace follows."""
+        self._kind = _Kind.JSON
+        close = self._scan(region, at, len(region))
+        self._depth, self._quote, self._escaped = 0, "", False
+        if close < 0 or region[close + 1 :].strip():
+            return False
+        text = region[: close + 1].strip()
+        if text:
+            self._text.append(text)
+        return True
+
+    def _whole_bare_call(self, region: str, stop: str | None) -> bool:
+        """``f(...)`` right after the tag: a call when it is one, else code."""
+        self._kind = _Kind.PY_BARE
+        close = self._scan(region, 0, len(region))
+        self._depth, self._quote, self._escaped = 0, "", False
+        if close < 0 or region[close + 1 :].strip(_FENCE_SEPARATORS):
+            return False
+        calls = self._read_body(_Kind.PY_BARE, region[: close + 1])
+        if calls is None:
+            return self._whole_code(region, stop)
+        self._emit_calls(calls, [])
+        return True
+
+    def _whole_code(self, code: str, stop: str | None) -> bool:
+        """What follows the tag when it is not a call (as `_resolve_end` reads CODE)."""
+        if code.strip() and (stop == _END_OF_MESSAGE or _is_python(code)):
+            self._emit_calls([self._make_call("code_interpreter", {"code": code.strip()})], [])
+        else:
+            text = code.strip()
+            if text:
+                self._text.append(text)
+        return True
+
     # -- the end of the output -------------------------------------------------------------
 
     def _resolve_end(
@@ -635,19 +879,25 @@ class ToolCallStreamParser:
 
     # -- what a body says ----------------------------------------------------------------
 
-    def _read_body(self, kind: _Kind, body: str) -> list[ToolCall] | None:
+    def _read_body(self, kind: _Kind, body: str, value: Any = _UNREAD) -> list[ToolCall] | None:
+        """The calls ``body`` makes, or None if it is not calls (``value``: the body's JSON
+        when it was decoded already)."""
         if kind is _Kind.JSON or kind is _Kind.JSON_LIST:
-            try:
-                value = json.loads(body)
-            except (ValueError, RecursionError):
-                return None
+            if value is _UNREAD:
+                try:
+                    value = json.loads(body)
+                except (ValueError, RecursionError):
+                    return None
             items = value if isinstance(value, list) else [value]
             if not items:
                 return None
-            json_calls = [self._json_call(item) for item in items]
-            if any(c is None for c in json_calls):
-                return None
-            return [c for c in json_calls if c is not None]
+            json_calls: list[ToolCall] = []
+            for item in items:
+                call = self._json_call(item)
+                if call is None:
+                    return None
+                json_calls.append(call)
+            return json_calls
         if kind is _Kind.PY_LIST:
             listed = parse_call_list(body)
             if listed is None:
@@ -662,6 +912,14 @@ class ToolCallStreamParser:
         return [self._py_call(bare)]
 
     def _json_call(self, value: Any) -> ToolCall | None:
+        parts = self._json_parts(value)
+        if parts is None:
+            return None
+        return self._make_call(*parts[:2], raw=parts[2])
+
+    def _json_parts(self, value: Any) -> tuple[str, Mapping[str, Any] | None, str | None] | None:
+        """The name, arguments and argument text of the JSON call ``value``, or None when it
+        is not a call (no id is taken: a whole parse checks every call before making any)."""
         if not isinstance(value, dict):
             return None
         function = value.get("function")
@@ -687,13 +945,13 @@ class ToolCallStreamParser:
             try:
                 decoded = json.loads(arguments)
             except ValueError:
-                return self._make_call(name, raw=arguments)
+                return name, None, arguments
             if isinstance(decoded, dict):
-                return self._make_call(name, decoded, raw=arguments)
-            return self._make_call(name, raw=arguments)
+                return name, decoded, arguments
+            return name, None, arguments
         if isinstance(arguments, dict):
-            return self._make_call(name, arguments)
-        return self._make_call(name, raw=json.dumps(arguments, ensure_ascii=False))
+            return name, arguments, None
+        return name, None, json.dumps(arguments, ensure_ascii=False)
 
     def _py_call(self, call: PyCall) -> ToolCall:
         name = _builtin_name(call.name) or call.name
@@ -716,8 +974,8 @@ class ToolCallStreamParser:
             assert raw is not None
             return ToolCall.from_raw(call_id, name, raw)
         if raw is None:
-            raw = json.dumps(arguments, ensure_ascii=False)
-        return ToolCall(call_id, name, arguments, raw_arguments=raw)
+            raw = _encode_json(arguments)
+        return _tool_call(call_id, name, dict(arguments), raw)
 
     # -- output ----------------------------------------------------------------------------
 
@@ -741,7 +999,8 @@ class ToolCallStreamParser:
         if self._bare_ok or self._tag_fresh or self._in_tag or self._fence_open:
             self._in_tag = self._tag_fresh = self._bare_ok = self._fence_open = False
         self._text.append(out)
-        events.append(_text_delta(out))
+        if not self._quiet:
+            events.append(_text_delta(out))
 
     def _emit_calls(self, calls: Sequence[ToolCall], events: list[ChatEvent]) -> None:
         for call in calls:
@@ -753,9 +1012,10 @@ class ToolCallStreamParser:
                 and call.name not in self._unknown
             ):
                 self._unknown.append(call.name)
-            events.append(ToolCallStarted(index, call.id, call.name))
-            events.append(ToolCallDelta(index, call.raw_arguments))
-            events.append(ToolCallDone(index, call))
+            if not self._quiet:
+                events.append(ToolCallStarted(index, call.id, call.name))
+                events.append(ToolCallDelta(index, call.raw_arguments))
+                events.append(ToolCallDone(index, call))
         self._after_call = True
         self._bare_ok = True
         self._tag_fresh = False
@@ -777,6 +1037,15 @@ _FAST_HEADS: tuple[tuple[re.Pattern[str], _Kind, bool], ...] = (
     (re.compile(r"<function=([\w.\-]+)>\s*\{"), _Kind.FUNCTION, False),
     (re.compile(r"[A-Za-z_][\w.\-]*\s*\("), _Kind.PY_BARE, True),
 )
+
+
+_FAST_JSON_HEAD = re.compile(r'\{\s*"(?:' + _KEYS + r')"|\[\s*\{\s*"(?:' + _KEYS + ')"')
+_FAST_PY_LIST_HEAD = _FAST_HEADS[2][0]
+
+
+def _short_match(pattern: re.Pattern[str], s: str, at: int) -> bool:
+    m = pattern.match(s, at)
+    return m is not None and m.end() - at <= _MAX_HEAD
 
 
 def _fast_head(s: str, j: int, bare: str) -> tuple[int, tuple[_Kind, int, bool, str]] | None:
@@ -974,6 +1243,10 @@ def parse_output(
         ids: where tool-call ids come from (see `sequential_ids`).
     """
     parser = ToolCallStreamParser(tools, ids=ids)
-    parser.feed(raw)
+    parser._quiet = True
+    if not isinstance(raw, str):
+        raise InputError(f"the parser reads text (str), got {type(raw).__name__}")
+    if not parser._read_whole(raw, stop_sequence, truncated):
+        parser.feed(raw)
     parser.finish(stop_sequence, truncated=truncated)
     return parser.result()
