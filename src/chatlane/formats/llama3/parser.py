@@ -121,7 +121,7 @@ def _make_json_encoder() -> Callable[[Any], str]:
     costs more than encoding a call's arguments."""
     from json import encoder
 
-    make = encoder.c_make_encoder
+    make: Any = getattr(encoder, "c_make_encoder", None)
     if make is None:  # pragma: no cover (no C accelerator)
         return json.JSONEncoder(ensure_ascii=False).encode
 
@@ -769,9 +769,7 @@ class ToolCallStreamParser:
                         return False
                     found.append(parts)
             elif not found and _short_match(_FAST_PY_LIST_HEAD, region, at):
-                self._kind = _Kind.PY_LIST
-                close = self._scan(region, at, n)
-                self._depth, self._quote, self._escaped = 0, "", False
+                close = _close_of(region, at, python=True)
                 if close < 0:
                     return False
                 end = close + 1
@@ -798,9 +796,7 @@ class ToolCallStreamParser:
     def _whole_bad_json(self, region: str, at: int, *, tag: bool) -> bool:
         """A JSON call head whose object does not decode: text, when it closes and only
         whitespace follows."""
-        self._kind = _Kind.JSON
-        close = self._scan(region, at, len(region))
-        self._depth, self._quote, self._escaped = 0, "", False
+        close = _close_of(region, at, python=False)
         if close < 0 or region[close + 1 :].strip():
             return False
         text = region[: close + 1].strip()
@@ -810,9 +806,7 @@ class ToolCallStreamParser:
 
     def _whole_bare_call(self, region: str, stop: str | None) -> bool:
         """``f(...)`` right after the tag: a call when it is one, else code."""
-        self._kind = _Kind.PY_BARE
-        close = self._scan(region, 0, len(region))
-        self._depth, self._quote, self._escaped = 0, "", False
+        close = _close_of(region, region.index("("), python=True)
         if close < 0 or region[close + 1 :].strip(_FENCE_SEPARATORS):
             return False
         calls = self._read_body(_Kind.PY_BARE, region[: close + 1])
@@ -1041,6 +1035,29 @@ _FAST_HEADS: tuple[tuple[re.Pattern[str], _Kind, bool], ...] = (
 
 _FAST_JSON_HEAD = re.compile(r'\{\s*"(?:' + _KEYS + r')"|\[\s*\{\s*"(?:' + _KEYS + ')"')
 _FAST_PY_LIST_HEAD = _FAST_HEADS[2][0]
+
+
+_JSON_PIECES = re.compile(r'"(?:[^"\\]|\\.)*"|"|[{}\[\]()]', re.DOTALL)
+_PY_PIECES = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|["\']|[{}\[\]()]', re.DOTALL)
+
+
+def _close_of(text: str, start: int, python: bool) -> int:
+    """Where the bracket at ``text[start]`` closes, as `ToolCallStreamParser._scan` finds it
+    (strings skipped whole, any closing bracket counts), or -1; for a whole text, where one
+    regex step takes a whole string."""
+    depth = 0
+    for m in (_PY_PIECES if python else _JSON_PIECES).finditer(text, start):
+        piece = m.group()
+        if len(piece) == 1:
+            if piece in "{[(":
+                depth += 1
+            elif piece in "}])":
+                depth -= 1
+                if depth == 0:
+                    return m.start()
+            else:
+                return -1  # a string that does not end
+    return -1
 
 
 def _short_match(pattern: re.Pattern[str], s: str, at: int) -> bool:
