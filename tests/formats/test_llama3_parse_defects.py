@@ -161,3 +161,65 @@ def test_a_builtin_json_call_keeps_its_argument_names(tag: str, name: str, argum
     for request in (None, ChatRequest((user("q"),)), ChatRequest((user("q"),), tools=TOOLS)):
         [call] = fmt.parse(raw, request).tool_calls
         assert (call.name, call.arguments) == (name, json.loads(arguments))
+
+
+# -- the whole-output reader gives what the scanner gives --------------------------------------
+
+PIECES = st.sampled_from(
+    [
+        PARIS,
+        ROME,
+        "[" + PARIS + ", " + ROME + "]",
+        '{"name": "get_weather", "parameters": {"city": "P",}}',
+        '{"name": "Ada"}',
+        '{"city": "Paris"}',
+        '[get_weather(city="San Francisco, CA"), brave_search(query="a) b")]',
+        '[get_weather(city="x"',
+        'brave_search.call(query="say \\"hi\\"")',
+        "get_weather(city='Oslo')",
+        "print(1)",
+        "import math\nprint(math.pi)",
+        "[1, 2]",
+        "(1, 2",
+        "x = {'a': [1, (2,)]}",
+        '"""a"b"""',
+        "Let me check.",
+        "{x} and [1]",
+        "<b>",
+        "```",
+        "; ",
+        ", ",
+        "\n",
+        "  ",
+    ]
+)
+ENDINGS = st.sampled_from(["", "<|eom_id|>", "<|eot_id|>", "<|end_of_text|>", "<|eot_id|>after"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.booleans(),
+    st.lists(PIECES, max_size=4).map("".join),
+    ENDINGS,
+    st.sampled_from([None, "<|eom_id|>", "<|eot_id|>"]),
+    st.booleans(),
+)
+def test_the_whole_output_reader_agrees_with_the_scanner(
+    tag: bool, body: str, ending: str, stop: str | None, truncated: bool
+) -> None:
+    raw = (" <|python_tag|>" if tag else "") + body + ending
+    scanner = ToolCallStreamParser(TOOLS, ids=sequential_ids())
+    scanner.feed(raw)
+    scanner.finish(stop, truncated=truncated)
+    expected = scanner.result()
+    assert (
+        parse_output(
+            raw, tools=TOOLS, stop_sequence=stop, truncated=truncated, ids=sequential_ids()
+        )
+        == expected
+    )
+    parser = ToolCallStreamParser(TOOLS, ids=sequential_ids())
+    for char in raw:
+        parser.feed(char)
+    parser.finish(stop, truncated=truncated)
+    assert parser.result() == expected

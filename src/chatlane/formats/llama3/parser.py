@@ -1037,8 +1037,13 @@ _FAST_JSON_HEAD = re.compile(r'\{\s*"(?:' + _KEYS + r')"|\[\s*\{\s*"(?:' + _KEYS
 _FAST_PY_LIST_HEAD = _FAST_HEADS[2][0]
 
 
-_JSON_PIECES = re.compile(r'"(?:[^"\\]|\\.)*"|"|[{}\[\]()]', re.DOTALL)
-_PY_PIECES = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|["\']|[{}\[\]()]', re.DOTALL)
+# A whole string (``"(?:[^"\\]|\\.)*"`` unrolled: a run of plain characters per step),
+# a quote that opens a string that never ends, or a bracket.
+_JSON_PIECES = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|"|[{}\[\]()]', re.DOTALL)
+_PY_PIECES = re.compile(
+    r'"[^"\\]*(?:\\.[^"\\]*)*"|\'[^\'\\]*(?:\\.[^\'\\]*)*\'|["\']|[{}\[\]()]',
+    re.DOTALL,
+)
 
 
 def _close_of(text: str, start: int, python: bool) -> int:
