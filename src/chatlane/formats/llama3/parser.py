@@ -86,6 +86,8 @@ _CALL_KEYS = ("name", "type", "function", "parameters", "arguments", "id")
 _CALL_FIELDS = frozenset({"name", "type", "parameters", "arguments", "id"})
 _SEPARATORS = frozenset(" \t\r\n;,")
 _FENCE_SEPARATORS = " \t\r\n;,"
+_SEPARATOR_RUN = re.compile(r"[ \t\r\n;,]*")
+_WRAPPER_FIELDS = frozenset({"function", "type", "id"})
 _NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 _NAME_START = re.compile(r"[A-Za-z_]")
 # Where a call may start. A bracket whose next character already rules a call out
@@ -779,8 +781,7 @@ class ToolCallStreamParser:
                 break
             else:
                 return False
-            while end < n and region[end] in _SEPARATORS:
-                end += 1
+            end = _SEPARATOR_RUN.match(region, end).end()  # type: ignore[union-attr]
             if end == n:
                 break
             at = end
@@ -917,10 +918,14 @@ class ToolCallStreamParser:
         if not isinstance(value, dict):
             return None
         function = value.get("function")
-        if isinstance(function, dict) and set(value) <= {"function", "type", "id"}:
+        if isinstance(function, dict) and value.keys() <= _WRAPPER_FIELDS:
             value = function
         name = value.get("name")
-        if not isinstance(name, str) or not _NAME.fullmatch(name) or not set(value) <= _CALL_FIELDS:
+        if (
+            not isinstance(name, str)
+            or not _NAME.fullmatch(name)
+            or not value.keys() <= _CALL_FIELDS
+        ):
             return None
         if value.get("type", "function") != "function":
             return None
