@@ -44,6 +44,16 @@ _ESCAPES = {
     "\n": "",
 }
 _HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+# The usual argument, ``key="text"`` (escapes limited to \" \\ \n \t \/), ``key='text'``,
+# ``key=12`` or ``key=true``, up to its comma or the closing parenthesis, read in one regex
+# step; anything else (and a triple quote, which fails the match) goes through the reader.
+_SIMPLE_KWARG = re.compile(
+    r"""\s*([A-Za-z_]\w*)\s*=(?!=)\s*"""
+    r"""(?:"((?:[^"\\]|\\["\\nt/])*)"|'([^'\\]*)'|(-?\d+)(?![.\deE])"""
+    r"""|(true|false|null|True|False|None)(?![\w.\-]))"""
+    r"""\s*(?:,|(?=\)))"""
+)
+_SIMPLE_ESCAPE = re.compile(r"\\(.)")
 
 
 @dataclass(slots=True)
@@ -110,6 +120,14 @@ class _Reader:
         start = self.pos
         call = PyCall(name)
         while not self.accept(")"):
+            simple = _SIMPLE_KWARG.match(self.text, self.pos)
+            if simple is not None:
+                key = simple.group(1)
+                if key in call.kwargs:
+                    raise _Invalid
+                call.kwargs[key] = _simple_value(simple)
+                self.pos = simple.end()
+                continue
             self.ws()
             m = _KEYWORD.match(self.text, self.pos)
             if m is not None:
@@ -204,6 +222,19 @@ class _Reader:
                 return "".join(out)
             out.append(text[j])  # a lone quote inside a triple-quoted string
             i = j + 1
+
+
+def _simple_value(m: re.Match[str]) -> Any:
+    double, single, number, constant = m.group(2, 3, 4, 5)
+    if double is not None:
+        if "\\" in double:
+            return _SIMPLE_ESCAPE.sub(lambda e: _ESCAPES[e.group(1)], double)
+        return double
+    if single is not None:
+        return single
+    if number is not None:
+        return int(number)
+    return _CONSTANTS[constant]
 
 
 def _next_special(text: str, start: int, quote: str) -> int:
