@@ -165,6 +165,67 @@ def _make_tool_call() -> Callable[[str, str, dict[str, Any], str], ToolCall]:
 _tool_call = _make_tool_call()
 
 
+def _make_parsed_output() -> Callable[
+    [str, tuple[ToolCall, ...], str | None, bool, str | None, tuple[str, ...]], ParsedOutput
+]:
+    """``ParsedOutput(...)`` with its fields in order, made as `_make_tool_call` makes calls
+    (every parse makes one)."""
+    fields = (
+        "content",
+        "tool_calls",
+        "stop_sequence",
+        "truncated",
+        "partial_call",
+        "unknown_tools",
+    )
+    if ParsedOutput.__slots__ != fields:  # pragma: no cover
+        return lambda *values: ParsedOutput(*values)
+    new: Any = ParsedOutput.__new__
+    s_content, s_calls, s_stop, s_truncated, s_partial, s_unknown = (
+        ParsedOutput.__dict__[f].__set__ for f in fields
+    )
+
+    def parsed_output(
+        content: str,
+        tool_calls: tuple[ToolCall, ...],
+        stop_sequence: str | None,
+        truncated: bool,
+        partial_call: str | None,
+        unknown_tools: tuple[str, ...],
+    ) -> ParsedOutput:
+        out: ParsedOutput = new(ParsedOutput)
+        s_content(out, content)
+        s_calls(out, tool_calls)
+        s_stop(out, stop_sequence)
+        s_truncated(out, truncated)
+        s_partial(out, partial_call)
+        s_unknown(out, unknown_tools)
+        return out
+
+    return parsed_output
+
+
+_parsed_output = _make_parsed_output()
+
+_last_tools: tuple[tuple[Tool, ...] | None, dict[str, Tool]] = (None, {})
+
+
+def _tools_by_name(tools: Sequence[Tool] | None) -> dict[str, Tool]:
+    """The offered tools by name. A request's tools are a tuple, the same one for every
+    parse of its answers: the last one's table is kept (the parser never changes it)."""
+    global _last_tools
+    if tools is None:
+        return {}
+    if type(tools) is tuple:
+        last, table = _last_tools
+        if last is tools:
+            return table
+        table = {t.name: t for t in tools}
+        _last_tools = (tools, table)
+        return table
+    return {t.name: t for t in tools}
+
+
 def _make_text_delta() -> Callable[[str], TextDelta]:
     """``TextDelta(text)``, made without the frozen dataclass's ``__init__`` (which sets each
     field through ``object.__setattr__``): half the cost, on the one event every piece of
@@ -272,7 +333,7 @@ class ToolCallStreamParser:
     def __init__(
         self, tools: Sequence[Tool] | None = None, *, ids: Callable[[], str] | None = None
     ) -> None:
-        self._tools: dict[str, Tool] = {t.name: t for t in tools or ()}
+        self._tools: dict[str, Tool] = _tools_by_name(tools)
         self._offered_known = tools is not None
         self._ids = ids or random_call_id
         self._held: list[str] = []
@@ -345,13 +406,13 @@ class ToolCallStreamParser:
 
     def result(self) -> ParsedOutput:
         """Everything read so far, as a `ParsedOutput` (complete after `finish`)."""
-        return ParsedOutput(
-            content="".join(self._text),
-            tool_calls=tuple(self._calls),
-            stop_sequence=self._stop_sequence if self._finished else self._stop_seen,
-            truncated=self._truncated,
-            partial_call=self._partial,
-            unknown_tools=tuple(self._unknown),
+        return _parsed_output(
+            "".join(self._text),
+            tuple(self._calls),
+            self._stop_sequence if self._finished else self._stop_seen,
+            self._truncated,
+            self._partial,
+            tuple(self._unknown),
         )
 
     @property
