@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PyCall", "parse_call", "parse_call_list"]
+__all__ = ["PyCall", "parse_call", "parse_call_list", "read_call_list"]
 
 _NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -282,7 +282,17 @@ def _key_text(key: Any) -> str:
 
 def parse_call_list(text: str) -> list[PyCall] | None:
     """The calls of ``[f(a=1), g()]``, or None when ``text`` is not exactly such a list."""
+    read = read_call_list(text)
+    if read is None or read[1] != len(text):
+        return None
+    return read[0]
+
+
+def read_call_list(text: str, start: int = 0) -> tuple[list[PyCall], int] | None:
+    """The calls of the list ``[f(a=1), g()]`` at ``text[start]`` (after whitespace) and
+    where it ends, whitespace after it included; None when no such list is there."""
     reader = _Reader(text)
+    reader.pos = start
     try:
         reader.expect("[")
         calls: list[PyCall] = []
@@ -296,9 +306,9 @@ def parse_call_list(text: str) -> list[PyCall] | None:
         reader.ws()
     except (_Invalid, RecursionError):
         return None
-    if reader.pos != len(text) or not calls:
+    if not calls:
         return None
-    return calls
+    return calls, reader.pos
 
 
 def parse_call(text: str) -> PyCall | None:

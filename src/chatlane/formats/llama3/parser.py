@@ -56,7 +56,7 @@ from chatlane.events import (
     ToolCallDone,
     ToolCallStarted,
 )
-from chatlane.formats._pythonic import PyCall, parse_call, parse_call_list
+from chatlane.formats._pythonic import PyCall, parse_call, parse_call_list, read_call_list
 from chatlane.formats.base import ParsedOutput
 from chatlane.messages import ToolCall
 from chatlane.response import FinishReason
@@ -832,11 +832,18 @@ class ToolCallStreamParser:
                         return False
                     found.append(parts)
             elif not found and _short_match(_FAST_PY_LIST_HEAD, region, at):
-                close = _close_of(region, at, python=True)
-                if close < 0:
-                    return False
-                end = close + 1
-                listed = parse_call_list(region[at:end])
+                if '"""' in region or "'''" in region:
+                    # The scanner does not know triple quotes: find the end as it does.
+                    close = _close_of(region, at, python=True)
+                    if close < 0:
+                        return False
+                    end = close + 1
+                    listed = parse_call_list(region[at:end])
+                else:
+                    # Without triple quotes the reader ends a valid list exactly where the
+                    # scanner's brackets balance (strings end alike, brackets nest).
+                    read = read_call_list(region, at)
+                    listed, end = (None, 0) if read is None else read
                 if listed is None or region[end:].strip(_FENCE_SEPARATORS):
                     return False
                 break
