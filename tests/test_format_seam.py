@@ -20,7 +20,7 @@ import pytest
 import chatlane
 from chatlane import formats
 from chatlane.errors import InputError
-from chatlane.formats.base import ModelInfo
+from chatlane.formats.base import ModelInfo, PromptFormat
 from chatlane.wire.openai import decode_request
 from test_cli import CLI
 
@@ -363,3 +363,43 @@ def test_the_cli_backend_detects_the_format_from_the_model_id() -> None:
     assert backend.format.name == detected.name  # type: ignore[attr-defined]
     backend, _ = make_backend(BackendSettings(completion_url="http://127.0.0.1:9/v1"))
     assert backend.format.name == formats.get(formats.DEFAULT).name  # type: ignore[attr-defined]
+
+
+# -- the protocol is all that is used ----------------------------------------------------------
+
+PROTOCOL = {name for name in dir(PromptFormat) if not name.startswith("_")}
+FORMAT_NAMES = {"format", "fmt", "_format"}
+
+
+def _format_attributes(source: str) -> set[str]:
+    """The attributes read from anything called ``format``/``fmt`` (``self.format.render``)."""
+    used: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = node.value
+        name = (
+            owner.id
+            if isinstance(owner, ast.Name)
+            else owner.attr
+            if isinstance(owner, ast.Attribute)
+            else None
+        )
+        if name in FORMAT_NAMES:
+            used.add(node.attr)
+    return used
+
+
+def test_backends_and_faces_use_only_the_protocol() -> None:
+    assert {"render", "parse", "stream_parser", "grammar", "matches"} <= PROTOCOL
+    # The modules that hold prompt formats (elsewhere ``format`` is a response format).
+    holders = [*sorted((SRC / "backends").glob("*.py")), SRC / "cli.py", SRC / "_config.py"]
+    holders.append(SRC / "demo.py")
+    for path in holders:
+        extra = _format_attributes(path.read_text(encoding="utf-8")) - PROTOCOL
+        assert not extra, f"{path.relative_to(SRC)} reads {sorted(extra)} of a format"
+
+
+def test_the_attribute_check_sees_a_reach_around() -> None:
+    assert _format_attributes("self.format.python_tag") == {"python_tag"}
+    assert _format_attributes("fmt.render(r).text") == {"render"}

@@ -430,6 +430,8 @@ class ToolCallStreamParser:
     # -- the scanner ----------------------------------------------------------------------
 
     def _run(self, text: str, events: list[ChatEvent]) -> None:
+        if not text:
+            return
         start = 0
         if (
             self._mode is _Mode.HEAD
