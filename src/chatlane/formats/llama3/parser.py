@@ -114,7 +114,9 @@ _MAX_HEAD = 200
 
 _UNREAD: Any = object()
 """A body's JSON value that was not decoded yet."""
-_raw_decode = json.JSONDecoder().raw_decode
+_raw_decode: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[attr-defined]
+"""``JSONDecoder().raw_decode`` without its Python frame: the value at an index and where it
+ends; raises StopIteration (no value there) or ValueError."""
 
 
 def _make_json_encoder() -> Callable[[Any], str]:
@@ -519,7 +521,7 @@ class ToolCallStreamParser:
                 # and no stop token outside its strings) and reads it in the same pass.
                 try:
                     value, close = _raw_decode(s, j)
-                except (ValueError, RecursionError):
+                except (StopIteration, ValueError, RecursionError):
                     return end
                 self._held = [s[j:close]]
                 self._depth, self._quote, self._escaped = 0, "", False
@@ -821,7 +823,7 @@ class ToolCallStreamParser:
             if head is not None and head.end() - at <= _MAX_HEAD:
                 try:
                     value, end = _raw_decode(region, at)
-                except (ValueError, RecursionError):
+                except (StopIteration, ValueError, RecursionError):
                     if found:
                         return False
                     return self._whole_bad_json(region, at, tag=tag)
