@@ -5,18 +5,22 @@
    parser without incremental state must do to stream). The re-parse column is measured on
    200 evenly spaced prefixes and scaled to every token, because running it in full takes
    minutes. The last columns compare the cost of the last 1,000 feeds with the first 1,000:
-   about 1 for a parser whose cost per token does not grow with the text before it.
+   about 1 for a parser whose cost per token does not grow with the text before it. The
+   floor column is the least any streaming parser does per piece (a regex search for a
+   call's first character and one text event), measured in the same rounds.
 2. Whole outputs: `parse_output` against pharia-skill 0.20.0's
    `AssistantMessage.from_raw_response`, with whether each read the output right.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+from chatlane.events import TextDelta
 from chatlane.formats.llama3.parser import ToolCallStreamParser, parse_output
 from chatlane.tools import Tool, brave_search, code_interpreter
 
@@ -62,6 +66,18 @@ def _stream(tokens: list[str]) -> None:
     for token in tokens:
         parser.feed(token)
     parser.finish()
+
+
+_CALL_START = re.compile(r"[<{\[`]")
+
+
+def _floor(tokens: list[str]) -> None:
+    """The least a streaming parser can do for prose: look for a character that may start
+    a call in each piece and hand the piece on as a text event."""
+    search = _CALL_START.search
+    for token in tokens:
+        search(token)
+        [TextDelta(token)]
 
 
 def _late_over_early(tokens: list[str], block: int = 1000, repeat: int = 7) -> float:
@@ -117,20 +133,25 @@ def _reparse_estimate(tokens: list[str], samples: int = 200) -> float:
 def linear_table() -> None:
     print("Streaming a 20,000-character output, 4 characters a token (5,000 feeds)")
     header = (
-        f"{'output':<10} {'stream':>9} {'re-parse each token':>20} {'ratio':>7}"
-        f"   {'last/first 1000 feeds: stream':>29} {'re-parse':>9}"
+        f"{'output':<10} {'stream':>9} {'floor':>7} {'/floor':>7} {'re-parse each token':>20}"
+        f" {'ratio':>7}   {'last/first 1000 feeds: stream':>29} {'re-parse':>9}"
     )
     print(header)
     print("-" * len(header))
     for name, text in _outputs(20_000).items():
         tokens = _tokens(text)
-        stream = _best(lambda tokens=tokens: _stream(tokens), 5)  # type: ignore[misc]
+        stream = floor = float("inf")
+        for _ in range(7):  # alternating rounds: load on the shared machine hits both alike
+            stream = min(stream, _best(lambda tokens=tokens: _stream(tokens), 1))  # type: ignore[misc]
+            floor = min(floor, _best(lambda tokens=tokens: _floor(tokens), 1))  # type: ignore[misc]
         reparse = _reparse_estimate(tokens)
         print(
-            f"{name:<10} {stream * 1e3:>7.1f}ms {reparse * 1e3:>17.0f}ms~ {reparse / stream:>6.0f}x"
+            f"{name:<10} {stream * 1e3:>7.1f}ms {floor * 1e3:>5.1f}ms {stream / floor:>6.1f}x"
+            f" {reparse * 1e3:>17.0f}ms~ {reparse / stream:>6.0f}x"
             f"   {_late_over_early(tokens):>28.2f}x {_reparse_late_over_early(tokens):>8.1f}x"
         )
-    print("(~ estimated from 200 prefixes. Linear: a late feed costs what an early one does, 1x;")
+    print("(floor: a regex search for a call's first character and a TextDelta per piece.")
+    print(" ~ estimated from 200 prefixes. Linear: a late feed costs what an early one does, 1x;")
     print(" re-parsing pays for all the text before it. 2 shared cores: noisy.)")
 
 
@@ -220,6 +241,18 @@ def _per_call(fn: Callable[[], Any], number: int = 2000) -> float:
     return _best(lambda: [fn() for _ in range(number)]) / number
 
 
+def _side_by_side(
+    ours: Callable[[], Any], theirs: Callable[[], Any], rounds: int = 7, number: int = 1000
+) -> tuple[float, float]:
+    """The best time per call of each, measured in alternating rounds, so that load on the
+    shared machine falls on both alike."""
+    best_ours = best_theirs = float("inf")
+    for _ in range(rounds):
+        best_ours = min(best_ours, _per_call(ours, number))
+        best_theirs = min(best_theirs, _per_call(theirs, number))
+    return best_ours, best_theirs
+
+
 def _ratio(theirs: float, ours: float) -> str:
     return "-" if theirs != theirs else f"{theirs / ours:.2f}x"  # NaN: pharia raised
 
@@ -237,13 +270,17 @@ def pharia_table() -> None:
         ours_ok = [(c.name, dict(c.arguments)) for c in out.tool_calls] == want_calls and (
             out.content == want_content
         )
+
+        def parse(raw: str = raw) -> Any:
+            return parse_output(raw, tools=TOOLS)
+
         try:
             theirs_ok = _pharia_reading(pharia(raw)) == (want_calls, want_content)
-            theirs = _per_call(lambda raw=raw: pharia(raw))  # type: ignore[misc]
+            ours, theirs = _side_by_side(parse, lambda raw=raw: pharia(raw))  # type: ignore[misc]
             verdict, timing = ("right" if theirs_ok else "wrong"), f"{theirs * 1e6:>7.1f}us"
         except Exception as e:
             verdict, timing, theirs = f"raises {type(e).__name__}", f"{'-':>9}", float("nan")
-        ours = _per_call(lambda raw=raw: parse_output(raw, tools=TOOLS))  # type: ignore[misc]
+            ours = _per_call(parse)
         print(
             f"{name:<14} {ours * 1e6:>7.1f}us {timing} {_ratio(theirs, ours):>7}  "
             f"{'right' if ours_ok else 'WRONG':<9} {verdict}"

@@ -256,19 +256,27 @@ def make_format(
     *,
     tool_format: str | None = None,
     date: str | None = None,
+    model: str | None = None,
 ) -> PromptFormat:
-    """The registered prompt format called ``name`` (`chatlane.formats.DEFAULT` when None),
-    with the settings given (each family says which it takes)."""
+    """The registered prompt format called ``name``, with the settings given (each family
+    says which it takes). Without a name, the format `chatlane.formats.detect` finds for
+    ``model`` (a model id), else `chatlane.formats.DEFAULT`."""
     from chatlane import formats
 
-    name = (name or formats.DEFAULT).lower()
-    if name not in formats.names():
-        raise UsageError(f"unknown format {name!r}; formats: {', '.join(formats.names())}")
     settings = {
         key: value
         for key, value in (("profile", profile), ("tool_format", tool_format), ("date", date))
         if value is not None
     }
+    if name is None and model:
+        from chatlane.formats.base import ModelInfo
+
+        found = formats.detect(ModelInfo(model_id=model), **settings)
+        if found is not None:
+            return found
+    name = (name or formats.DEFAULT).lower()
+    if name not in formats.names():
+        raise UsageError(f"unknown format {name!r}; formats: {', '.join(formats.names())}")
     return formats.get(name, **settings)
 
 
@@ -318,7 +326,9 @@ def make_backend(settings: BackendSettings, *, retries: int | None = None) -> tu
     if settings.completion_url is not None:
         from chatlane.backends.completion import CompletionChat
 
-        kwargs: dict[str, Any] = {"format": make_format(settings.format, settings.profile)}
+        kwargs: dict[str, Any] = {
+            "format": make_format(settings.format, settings.profile, model=settings.model)
+        }
         if settings.dialect is not None:
             kwargs["dialect"] = settings.dialect
         if settings.api_key is not None:

@@ -60,6 +60,18 @@ $CHATLANE_API_KEY or $OPENAI_API_KEY (or the config file), never from the comman
 # ---------------------------------------------------------------- parser
 
 
+def _format_names() -> str:
+    from chatlane import formats
+
+    return ", ".join(formats.names())
+
+
+def _format_help() -> str:
+    from chatlane import formats
+
+    return f"the prompt format: {_format_names()} (default {formats.DEFAULT})"
+
+
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backend", BACKEND_HELP)
     group.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible chat endpoint")
@@ -78,9 +90,14 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         "--dialect", metavar="NAME", help="server dialect: openai, vllm, llama.cpp, aleph-alpha"
     )
     group.add_argument(
-        "--format", metavar="NAME", help="prompt format for --completion-url and --gguf"
+        "--format",
+        metavar="NAME",
+        help=f"prompt format for --completion-url and --gguf: {_format_names()} "
+        "(default: detected from the model)",
     )
-    group.add_argument("--profile", metavar="NAME", help="prompt format profile: meta or hf")
+    group.add_argument(
+        "--profile", metavar="NAME", help="the prompt format's profile, where it has several"
+    )
     group.add_argument(
         "--retries",
         type=int,
@@ -213,9 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
         "'messages' and optional 'tools') renders to in a prompt format. Needs no backend.",
     )
     render.add_argument("file", metavar="FILE", help="the conversation JSON ('-' for stdin)")
-    render.add_argument("--format", default=None, help="the prompt format (default llama3.1)")
-    render.add_argument("--profile", default=None, help="meta (reference) or hf (HF templates)")
-    render.add_argument("--tool-format", default=None, help="json, function_tag or pythonic")
+    render.add_argument("--format", default=None, help=_format_help())
+    render.add_argument(
+        "--profile", default=None, help="the format's profile, where it has several"
+    )
+    render.add_argument(
+        "--tool-format", default=None, help="how the format writes tools, where it has several"
+    )
     render.add_argument(
         "--date", default=None, help="the date the system prompt states (default: today)"
     )
@@ -230,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Needs no backend.",
     )
     parse.add_argument("file", metavar="FILE", help="the raw output ('-' for stdin)")
-    parse.add_argument("--format", default=None, help="the prompt format (default llama3.1)")
+    parse.add_argument("--format", default=None, help=_format_help())
     parse.add_argument(
         "--request",
         metavar="FILE",

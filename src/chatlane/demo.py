@@ -79,18 +79,19 @@ def _run(out: TextIO) -> int:
     path = os.environ.get("CHATLANE_MODEL")
     demo_model = not path
     if demo_model:
-        from chatlane.testing import tiny_llama3_gguf
+        from chatlane import formats
+        from chatlane.testing import tiny_gguf
 
         out.write("chatlane demo on the embedded llama.cpp engine\n")
         out.write(
-            "The built-in demo model has RANDOM WEIGHTS (the real Llama 3 tokenizer, a tiny\n"
+            "The built-in demo model has RANDOM WEIGHTS (a real model's tokenizer, a tiny\n"
             "random network): what it writes is noise. The prompt, the streaming, the\n"
             "constrained tool call and its round trip are real. For a real model run\n"
             "CHATLANE_MODEL=/path/to/model.gguf make demo\n"
         )
         out.write("Making or reusing the demo model... ")
         out.flush()
-        model_path = str(tiny_llama3_gguf())
+        model_path = str(tiny_gguf(formats.DEFAULT))
         out.write(f"{model_path}\n")
     else:
         model_path = str(path)

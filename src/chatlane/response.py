@@ -143,8 +143,8 @@ class ChatResponse:
     model: str | None = None
     id: str | None = None
     stop_sequence: str | None = None
-    """The stop sequence or stop token that ended generation, when known (for Llama,
-    ``<|eom_id|>`` means the model waits for a tool result, ``<|eot_id|>`` that its turn ended)."""
+    """The stop sequence or stop token that ended generation, when known (a format may end
+    a turn differently when the model waits for a tool result than when its turn is over)."""
     choices: tuple[Choice, ...] = ()
     created: int | None = None
     system_fingerprint: str | None = None

@@ -73,8 +73,9 @@ class Constraint:
         mask = numpy.frombuffer(self.matcher.compute_bitmask(), dtype=numpy.uint8)
         allowed = numpy.unpackbits(mask, bitorder="little", count=self._n_vocab).astype(bool)
         if self.matcher.is_accepting():
-            # The grammar allows its own end token(s); end only with ours (e.g. <|eot_id|>
-            # for an answer, so that it never reads as waiting for a tool result).
+            # The grammar allows its own end token(s); end only with the ones the format's
+            # grammar names (an answer's end, so that it never reads as waiting for a tool
+            # result).
             allowed[self._eog_tokens] = False
             allowed[self._end_tokens] = True
         out: npt.NDArray[np.single] = numpy.where(allowed, logits, -numpy.inf).astype(numpy.single)

@@ -12,7 +12,8 @@ llama-cpp-python's server), ``llama.cpp`` (the native ``/completion``) and ``ale
 How the prompt travels (``prompt_as``): as token ids where the endpoint takes them, the
 rendered ids reach the model exactly and user text can never become a control token. As
 text, the server tokenizes it and reads special-token text as control tokens; that is what the
-structure needs, but a user who typed ``<|eot_id|>`` would inject one. chatlane checks: text that
+structure needs, but a user who typed an end-of-turn token's text would inject one (the
+format's `misread_text` finds such text). chatlane checks: text that
 the server would misread is never sent as text (``auto`` sends token ids then, ``text`` raises).
 Servers that tokenize a text prompt add the begin-of-text token themselves, so it is left out
 of the text for them (``server_adds_bos``).
@@ -233,7 +234,7 @@ class CompletionChat(Backend):
 
     Args:
         base_url: the server's base URL (for ``openai``, the one ending in ``/v1``).
-        format: the prompt format, or a registered format's name (``"llama3.1"``); when not
+        format: the prompt format, or a registered format's name (`chatlane.formats.names`); when not
             given, `chatlane.formats.detect` picks it from ``model``, and
             `chatlane.formats.DEFAULT` is used when that names no known model.
         dialect: ``openai``, ``llama.cpp`` or ``aleph-alpha``.

@@ -2,7 +2,7 @@
 
 chatlane renders the prompt itself (with the model's `PromptFormat`) and hands llama.cpp the
 rendered *token ids*, never text to tokenize: user text cannot turn into control tokens and
-``<|begin_of_text|>`` is never doubled. Generated tokens are decoded one by one and fed to the
+the begin-of-text token is never doubled. Generated tokens are decoded one by one and fed to the
 format's incremental parser, so text streams as it comes and tool calls are read in the
 format's own syntax. ``response_format`` and forced tool calls are constrained with
 llguidance (see `chatlane.backends._constrained`).
@@ -62,7 +62,7 @@ class GGUFInfo:
 
     path: Path
     architecture: str | None
-    """``general.architecture``: llama, qwen2, ..."""
+    """``general.architecture``, as the file names it."""
     name: str | None
     """``general.name``, when the file has one."""
     chat_template: str | None
@@ -116,7 +116,7 @@ class LlamaCpp(Backend):
         model_path: the ``.gguf`` file.
         n_ctx: the context size in tokens (prompt plus answer).
         n_threads: CPU threads for generation (default: llama.cpp's choice).
-        format: the prompt format, or a registered format's name (``"llama3.1"``); by
+        format: the prompt format, or a registered format's name (`chatlane.formats.names`); by
             default `chatlane.formats.detect` picks it from the file's metadata and
             vocabulary. A model whose format chatlane does not know raises `EngineError`
             naming what the file says, unless a format is given.
@@ -268,8 +268,8 @@ class LlamaCpp(Backend):
     def _find_stop_tokens(self) -> dict[int, str]:
         """The tokens that end generation, with the stop text the parser is told.
 
-        A stop sequence the vocabulary lacks is skipped (Llama 3.0 has no ``<|eom_id|>``,
-        which 3.1 added); a format none of whose stop sequences is a control token of the
+        A stop sequence the vocabulary lacks is skipped (an older model of a family may lack
+        a stop token a later one added); a format none of whose stop sequences is a control token of the
         model does not fit it.
         """
         stops: dict[int, str] = {}

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PyCall", "parse_call", "parse_call_list"]
+__all__ = ["PyCall", "parse_call", "parse_call_list", "read_call_list"]
 
 _NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -44,6 +44,16 @@ _ESCAPES = {
     "\n": "",
 }
 _HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+# The usual argument, ``key="text"`` (escapes limited to \" \\ \n \t \/), ``key='text'``,
+# ``key=12`` or ``key=true``, up to its comma or the closing parenthesis, read in one regex
+# step; anything else (and a triple quote, which fails the match) goes through the reader.
+_SIMPLE_KWARG = re.compile(
+    r"""\s*([A-Za-z_]\w*)\s*=(?!=)\s*"""
+    r"""(?:"((?:[^"\\]|\\["\\nt/])*)"|'([^'\\]*)'|(-?\d+)(?![.\deE])"""
+    r"""|(true|false|null|True|False|None)(?![\w.\-]))"""
+    r"""\s*(?:,|(?=\)))"""
+)
+_SIMPLE_ESCAPE = re.compile(r"\\(.)")
 
 
 @dataclass(slots=True)
@@ -67,25 +77,33 @@ class _Reader:
         self.text = text
         self.pos = 0
 
+    # The small methods skip the whitespace regex when no whitespace is next: most calls
+    # have none, and these run for every token of a call.
+
     def ws(self) -> None:
-        m = _WS.match(self.text, self.pos)
-        assert m is not None
-        self.pos = m.end()
+        text, pos = self.text, self.pos
+        if pos < len(text) and text[pos].isspace():
+            m = _WS.match(text, pos)
+            assert m is not None
+            self.pos = m.end()
 
     def peek(self) -> str:
         return self.text[self.pos : self.pos + 1]
 
     def expect(self, char: str) -> None:
-        self.ws()
-        if self.peek() != char:
+        if not self.accept(char):
             raise _Invalid
-        self.pos += 1
 
     def accept(self, char: str) -> bool:
-        self.ws()
-        if self.peek() == char:
-            self.pos += 1
+        text, pos = self.text, self.pos
+        if pos < len(text) and text[pos].isspace():
+            m = _WS.match(text, pos)
+            assert m is not None
+            pos = m.end()
+        if text.startswith(char, pos):
+            self.pos = pos + 1
             return True
+        self.pos = pos
         return False
 
     def name(self) -> str:
@@ -102,6 +120,14 @@ class _Reader:
         start = self.pos
         call = PyCall(name)
         while not self.accept(")"):
+            simple = _SIMPLE_KWARG.match(self.text, self.pos)
+            if simple is not None:
+                key = simple.group(1)
+                if key in call.kwargs:
+                    raise _Invalid
+                call.kwargs[key] = _simple_value(simple)
+                self.pos = simple.end()
+                continue
             self.ws()
             m = _KEYWORD.match(self.text, self.pos)
             if m is not None:
@@ -198,6 +224,19 @@ class _Reader:
             i = j + 1
 
 
+def _simple_value(m: re.Match[str]) -> Any:
+    double, single, number, constant = m.group(2, 3, 4, 5)
+    if double is not None:
+        if "\\" in double:
+            return _SIMPLE_ESCAPE.sub(lambda e: _ESCAPES[e.group(1)], double)
+        return double
+    if single is not None:
+        return single
+    if number is not None:
+        return int(number)
+    return _CONSTANTS[constant]
+
+
 def _next_special(text: str, start: int, quote: str) -> int:
     q = text.find(quote, start)
     b = text.find("\\", start)
@@ -243,7 +282,17 @@ def _key_text(key: Any) -> str:
 
 def parse_call_list(text: str) -> list[PyCall] | None:
     """The calls of ``[f(a=1), g()]``, or None when ``text`` is not exactly such a list."""
+    read = read_call_list(text)
+    if read is None or read[1] != len(text):
+        return None
+    return read[0]
+
+
+def read_call_list(text: str, start: int = 0) -> tuple[list[PyCall], int] | None:
+    """The calls of the list ``[f(a=1), g()]`` at ``text[start]`` (after whitespace) and
+    where it ends, whitespace after it included; None when no such list is there."""
     reader = _Reader(text)
+    reader.pos = start
     try:
         reader.expect("[")
         calls: list[PyCall] = []
@@ -257,9 +306,9 @@ def parse_call_list(text: str) -> list[PyCall] | None:
         reader.ws()
     except (_Invalid, RecursionError):
         return None
-    if reader.pos != len(text) or not calls:
+    if not calls:
         return None
-    return calls
+    return calls, reader.pos
 
 
 def parse_call(text: str) -> PyCall | None:

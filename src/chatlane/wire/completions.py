@@ -194,7 +194,7 @@ def _encode_openai(
     if stop:
         body["stop"] = stop
     # vLLM drops special tokens from the text unless told not to; the format's parser needs
-    # them (<|python_tag|> starts a built-in tool call). Servers that do not know the field
+    # them (a special token may start a tool call or say how the turn ended). Servers that do not know the field
     # ignore it (llama-cpp-python's request model ignores unknown fields).
     body["skip_special_tokens"] = False
     if stream:

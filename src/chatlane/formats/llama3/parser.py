@@ -40,6 +40,7 @@ import ast
 import enum
 import itertools
 import json
+import random
 import re
 import secrets
 from collections import deque
@@ -55,7 +56,7 @@ from chatlane.events import (
     ToolCallDone,
     ToolCallStarted,
 )
-from chatlane.formats._pythonic import PyCall, parse_call, parse_call_list
+from chatlane.formats._pythonic import PyCall, parse_call, parse_call_list, read_call_list
 from chatlane.formats.base import ParsedOutput
 from chatlane.messages import ToolCall
 from chatlane.response import FinishReason
@@ -73,6 +74,7 @@ __all__ = [
 PYTHON_TAG = "<|python_tag|>"
 STOP_TOKENS = ("<|eom_id|>", "<|eot_id|>", "<|end_of_text|>")
 """The texts that end an assistant turn: eom (waits for a tool result), eot, end of text."""
+_END_OF_MESSAGE = STOP_TOKENS[0]
 _FUNCTION_OPEN = "<function="
 _FUNCTION_CLOSE = "</function>"
 _FENCE = "```"
@@ -83,10 +85,23 @@ _LONGEST_STOP = max(len(t) for t in STOP_TOKENS)
 _CALL_KEYS = ("name", "type", "function", "parameters", "arguments", "id")
 _CALL_FIELDS = frozenset({"name", "type", "parameters", "arguments", "id"})
 _SEPARATORS = frozenset(" \t\r\n;,")
+_FENCE_SEPARATORS = " \t\r\n;,"
+_SEPARATOR_RUN = re.compile(r"[ \t\r\n;,]*")
+_WRAPPER_FIELDS = frozenset({"function", "type", "id"})
 _NAME = re.compile(r"[A-Za-z_][\w.\-]*")
 _NAME_START = re.compile(r"[A-Za-z_]")
-_TRIGGER = re.compile(r"[<{\[`]")
-_TRIGGER_IN_TAG = re.compile(r"[<{\[`A-Za-z_]")
+# Where a call may start. A bracket whose next character already rules a call out
+# (``{x``, ``[1``, ``<b``, a lone backtick) is skipped in the same regex search, so prose
+# costs one C-level scan per piece: the same verdict `_classify_head` reaches on those two
+# characters, without the character-by-character hold. At the end of a piece the next
+# character is unknown, so the bracket is held as before.
+_TRIGGER_HEADS = r'\{(?![^\s"])|\[(?![^\s{A-Za-z_])|<(?![^|f])|`(?![^`])'
+_TRIGGER = re.compile(_TRIGGER_HEADS)
+_TRIGGER_IN_TAG = re.compile(_TRIGGER_HEADS + r"|[A-Za-z_]")
+_TRIGGER_FRESH = re.compile(r"[<{\[`A-Za-z_]")
+_WHOLE_TRIGGER = re.compile(r"[<{\[`(]")
+"""What may start a call in a whole output's prose (``(``: a bare built-in call)."""
+_BARE_WORD = re.compile(r"[A-Za-z_][\w.\-]*\s*")
 _JSON_SPECIAL = re.compile(r'["{}\[\]()]')
 _PY_SPECIAL = re.compile(r"[\"'{}\[\]()]")
 _STRING_SPECIAL = {'"': re.compile(r'["\\]'), "'": re.compile(r"['\\]")}
@@ -97,9 +112,154 @@ _MAX_HEAD = 200
 """A call's opening (up to the point where it is certain) is never longer than this."""
 
 
+_UNREAD: Any = object()
+"""A body's JSON value that was not decoded yet."""
+_raw_decode: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[attr-defined]
+"""``JSONDecoder().raw_decode`` without its Python frame: the value at an index and where it
+ends; raises StopIteration (no value there) or ValueError."""
+
+
+def _make_json_encoder() -> Callable[[Any], str]:
+    """``json.dumps(value, ensure_ascii=False)`` for JSON data (no cycles, nothing exotic),
+    with the C encoder made once: `json.JSONEncoder.encode` makes a new one per call, which
+    costs more than encoding a call's arguments."""
+    from json import encoder
+
+    make: Any = getattr(encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover (no C accelerator)
+        return json.JSONEncoder(ensure_ascii=False).encode
+
+    def default(value: Any) -> Any:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    chunks = make(None, default, encoder.encode_basestring, None, ": ", ", ", False, False, True)
+    join = "".join
+    return lambda value: join(chunks(value, 0))
+
+
+_encode_json = _make_json_encoder()
+
+
+def _make_tool_call() -> Callable[[str, str, dict[str, Any], str], ToolCall]:
+    """``ToolCall(id, name, arguments, raw_arguments=raw)`` for arguments that are already
+    a fresh dict and their JSON: made without ``__init__``'s checks and
+    ``object.__setattr__`` calls, which cost a whole parse as much as reading the call.
+    Falls back to the class if `ToolCall` ever changes its fields."""
+    fields = ("id", "name", "arguments", "raw_arguments", "arguments_error")
+    if ToolCall.__slots__ != fields:  # pragma: no cover
+        return lambda id, name, arguments, raw: ToolCall(id, name, arguments, raw_arguments=raw)
+    new: Any = ToolCall.__new__
+    setters: list[Any] = [ToolCall.__dict__[f].__set__ for f in fields]
+    set_id, set_name, set_arguments, set_raw, set_error = setters
+
+    def tool_call(id: str, name: str, arguments: dict[str, Any], raw: str) -> ToolCall:
+        call: ToolCall = new(ToolCall)
+        set_id(call, id)
+        set_name(call, name)
+        set_arguments(call, arguments)
+        set_raw(call, raw)
+        set_error(call, None)
+        return call
+
+    return tool_call
+
+
+_tool_call = _make_tool_call()
+
+
+def _make_parsed_output() -> Callable[
+    [str, tuple[ToolCall, ...], str | None, bool, str | None, tuple[str, ...]], ParsedOutput
+]:
+    """``ParsedOutput(...)`` with its fields in order, made as `_make_tool_call` makes calls
+    (every parse makes one)."""
+    fields = (
+        "content",
+        "tool_calls",
+        "stop_sequence",
+        "truncated",
+        "partial_call",
+        "unknown_tools",
+    )
+    if ParsedOutput.__slots__ != fields:  # pragma: no cover
+        return lambda *values: ParsedOutput(*values)
+    new: Any = ParsedOutput.__new__
+    s_content, s_calls, s_stop, s_truncated, s_partial, s_unknown = (
+        ParsedOutput.__dict__[f].__set__ for f in fields
+    )
+
+    def parsed_output(
+        content: str,
+        tool_calls: tuple[ToolCall, ...],
+        stop_sequence: str | None,
+        truncated: bool,
+        partial_call: str | None,
+        unknown_tools: tuple[str, ...],
+    ) -> ParsedOutput:
+        out: ParsedOutput = new(ParsedOutput)
+        s_content(out, content)
+        s_calls(out, tool_calls)
+        s_stop(out, stop_sequence)
+        s_truncated(out, truncated)
+        s_partial(out, partial_call)
+        s_unknown(out, unknown_tools)
+        return out
+
+    return parsed_output
+
+
+_parsed_output = _make_parsed_output()
+
+_last_tools: tuple[tuple[Tool, ...] | None, dict[str, Tool]] = (None, {})
+
+
+def _tools_by_name(tools: Sequence[Tool] | None) -> dict[str, Tool]:
+    """The offered tools by name. A request's tools are a tuple, the same one for every
+    parse of its answers: the last one's table is kept (the parser never changes it)."""
+    global _last_tools
+    if tools is None:
+        return {}
+    if type(tools) is tuple:
+        last, table = _last_tools
+        if last is tools:
+            return table
+        table = {t.name: t for t in tools}
+        _last_tools = (tools, table)
+        return table
+    return {t.name: t for t in tools}
+
+
+def _make_text_delta() -> Callable[[str], TextDelta]:
+    """``TextDelta(text)``, made without the frozen dataclass's ``__init__`` (which sets each
+    field through ``object.__setattr__``): half the cost, on the one event every piece of
+    prose makes. Falls back to the class if `TextDelta` ever gains a field."""
+    if TextDelta.__slots__ != ("text", "choice"):  # pragma: no cover
+        return TextDelta
+    new: Any = TextDelta.__new__
+    set_text: Any = TextDelta.__dict__["text"].__set__
+    set_choice: Any = TextDelta.__dict__["choice"].__set__
+
+    def text_delta(text: str) -> TextDelta:
+        delta: TextDelta = new(TextDelta)
+        set_text(delta, text)
+        set_choice(delta, 0)
+        return delta
+
+    return text_delta
+
+
+_text_delta = _make_text_delta()
+
+
+_ID_BITS = random.Random(secrets.randbits(128)).getrandbits
+"""96 random bits per id, from a generator of the parser's own (seeded from the system's
+randomness once), so a user's ``random.seed`` cannot make ids repeat. An id only has to be
+unique within a conversation; a system call per id would cost a whole parse a quarter of
+its time."""
+
+
 def random_call_id() -> str:
     """A fresh tool-call id such as ``call_3f9a...``: the Llama format has none of its own."""
-    return "call_" + secrets.token_hex(12)
+    return f"call_{_ID_BITS(96):024x}"
 
 
 def sequential_ids(prefix: str = "call_") -> Callable[[], str]:
@@ -125,6 +285,9 @@ class _Kind(enum.Enum):
     FUNCTION = "function"  # <function=name>{...}</function>
 
 
+_PY_KINDS = (_Kind.PY_BARE, _Kind.PY_LIST)
+
+
 class ToolCallStreamParser:
     """Raw Llama 3.x output in, `ChatEvent`s out (the `StreamParser` protocol).
 
@@ -140,42 +303,47 @@ class ToolCallStreamParser:
     of times, and nothing is re-parsed from the start.
     """
 
+    # The state a fresh parser starts in (class defaults: a whole parse makes one parser
+    # per output, so the constructor sets only what is mutable).
+    _mode = _Mode.TEXT
+    _head = ""
+    _kind = _Kind.JSON
+    _fenced = False
+    _fence_open = False  # inside a fence after a call, so the next call is fenced too
+    _function_name = ""
+    _body_start = 0
+    _depth = 0
+    _quote = ""
+    _escaped = False
+    _tail = ""
+    _recent = ""  # the last few characters of a body or code, to spot a stop token
+    _tag_fresh = False  # right after <|python_tag|>, before any call
+    _in_tag = False  # after <|python_tag|>, while only calls followed
+    # At the start and right after a call, a bare ``brave_search.call(...)`` is a call
+    # (llama-models' ChatFormat writes built-in calls without <|python_tag|>).
+    _bare_ok = True
+    _after_call = False
+    _started_content = False
+    _partial: str | None = None
+    _stop_seen: str | None = None
+    _ended = False
+    _finished = False
+    _stop_sequence: str | None = None
+    _truncated = False
+    _quiet = False  # a whole parse: no events, only the result
+
     def __init__(
         self, tools: Sequence[Tool] | None = None, *, ids: Callable[[], str] | None = None
     ) -> None:
-        self._tools: dict[str, Tool] = {t.name: t for t in tools or ()}
+        self._tools: dict[str, Tool] = _tools_by_name(tools)
         self._offered_known = tools is not None
         self._ids = ids or random_call_id
-        self._mode = _Mode.TEXT
-        self._head = ""
         self._held: list[str] = []
-        self._kind = _Kind.JSON
-        self._fenced = False
-        self._function_name = ""
         self._pending_calls: list[ToolCall] = []
-        self._body_start = 0
-        self._depth = 0
-        self._quote = ""
-        self._escaped = False
-        self._tail = ""
-        self._recent = ""  # the last few characters of a body or code, to spot a stop token
-        self._tag_fresh = False  # right after <|python_tag|>, before any call
-        self._in_tag = False  # after <|python_tag|>, while only calls followed
-        # At the start and right after a call, a bare ``brave_search.call(...)`` is a call
-        # (llama-models' ChatFormat writes built-in calls without <|python_tag|>).
-        self._bare_ok = True
-        self._after_call = False
-        self._started_content = False
         self._pending_ws: list[str] = []  # whitespace that is out only if text follows
         self._text: list[str] = []
         self._calls: list[ToolCall] = []
         self._unknown: list[str] = []
-        self._partial: str | None = None
-        self._stop_seen: str | None = None
-        self._ended = False
-        self._finished = False
-        self._stop_sequence: str | None = None
-        self._truncated = False
 
     # -- the StreamParser protocol ------------------------------------------------------
 
@@ -185,6 +353,29 @@ class ToolCallStreamParser:
             raise RuntimeError("feed() after finish(): use a new parser for a new response")
         if not isinstance(text, str):
             raise InputError(f"the parser reads text (str), got {type(text).__name__}")
+        if (
+            self._mode is _Mode.TEXT
+            and self._started_content
+            and not (self._after_call or self._bare_ok or self._tag_fresh or self._fence_open)
+            and not self._ended
+            and _TRIGGER.search(text) is None
+        ):
+            # Prose that nothing in can start a call: out at once (`_emit_text`, inlined,
+            # because this is what almost every piece of an answer costs).
+            core = text.rstrip()
+            if not core:
+                if text:
+                    self._pending_ws.append(text)
+                return []
+            if self._pending_ws:
+                out = "".join(self._pending_ws) + core
+                self._pending_ws = []
+            else:
+                out = core
+            if len(core) != len(text):
+                self._pending_ws.append(text[len(core) :])
+            self._text.append(out)
+            return [_text_delta(out)]
         events: list[ChatEvent] = []
         if text and not self._ended:
             self._run(text, events)
@@ -207,22 +398,23 @@ class ToolCallStreamParser:
         stop = stop_sequence if stop_sequence is not None else self._stop_seen
         self._truncated = truncated and self._stop_seen is None
         if not self._ended:
-            self._resolve_end(self._truncated, events)
+            self._resolve_end(self._truncated, events, stop)
             self._ended = True
         self._finished = True
         self._stop_sequence = stop
-        events.append(Finished(self._finish_reason(), stop_sequence=stop))
+        if not self._quiet:
+            events.append(Finished(self._finish_reason(), stop_sequence=stop))
         return events
 
     def result(self) -> ParsedOutput:
         """Everything read so far, as a `ParsedOutput` (complete after `finish`)."""
-        return ParsedOutput(
-            content="".join(self._text),
-            tool_calls=tuple(self._calls),
-            stop_sequence=self._stop_sequence if self._finished else self._stop_seen,
-            truncated=self._truncated,
-            partial_call=self._partial,
-            unknown_tools=tuple(self._unknown),
+        return _parsed_output(
+            "".join(self._text),
+            tuple(self._calls),
+            self._stop_sequence if self._finished else self._stop_seen,
+            self._truncated,
+            self._partial,
+            tuple(self._unknown),
         )
 
     @property
@@ -240,9 +432,28 @@ class ToolCallStreamParser:
     # -- the scanner ----------------------------------------------------------------------
 
     def _run(self, text: str, events: list[ChatEvent]) -> None:
+        if not text:
+            return
+        start = 0
+        if (
+            self._mode is _Mode.HEAD
+            and len(self._head) == 1
+            and not self._tag_fresh
+            and _TRIGGER.match(self._head + text[0]) is None
+        ):
+            # A bracket held at the end of the last piece, that this piece's first character
+            # shows is text (``{`` then ``x``): read on as text from the bracket.
+            text = self._head + text
+            self._head = ""
+            self._mode = _Mode.TEXT
+        if self._mode is _Mode.TEXT:
+            # The common case, prose: one step reads the whole piece.
+            start = self._step_text(text, 0, events)
+            if start == len(text):
+                return
         # Pieces to read, in order; a step that gives text back (a prefix that proved not to
         # be a call) puts it in front of the rest.
-        work: deque[tuple[str, int]] = deque([(text, 0)])
+        work: deque[tuple[str, int]] = deque([(text, start)])
         while work and not self._ended:
             s, i = work.popleft()
             while i < len(s) and not self._ended:
@@ -279,7 +490,11 @@ class ToolCallStreamParser:
             if self._tag_fresh and not _is_call_start(s[i]):
                 self._start_code(s[i])
                 return i + 1
-        pattern = _TRIGGER_IN_TAG if self._bare_ok else _TRIGGER
+        # Right after <|python_tag|> a prefix that is not a call is code, not text: every
+        # trigger is held there.
+        pattern = (
+            _TRIGGER_FRESH if self._tag_fresh else _TRIGGER_IN_TAG if self._bare_ok else _TRIGGER
+        )
         m = pattern.search(s, i)
         if m is None:
             self._emit_text(s[i:], events)
@@ -300,6 +515,18 @@ class ToolCallStreamParser:
         if fast is not None:
             end, verdict = fast
             self._start_body(s[j:end], verdict)
+            if verdict[0] is _Kind.JSON or verdict[0] is _Kind.JSON_LIST:
+                # A JSON call whole in this piece: the C decoder finds where it closes (the
+                # same place `_scan` would: valid JSON has brackets only where they count
+                # and no stop token outside its strings) and reads it in the same pass.
+                try:
+                    value, close = _raw_decode(s, j)
+                except (StopIteration, ValueError, RecursionError):
+                    return end
+                self._held = [s[j:close]]
+                self._depth, self._quote, self._escaped = 0, "", False
+                self._body_done(events, value)
+                return close
             return end
         self._mode = _Mode.HEAD
         self._head = s[j]
@@ -339,7 +566,8 @@ class ToolCallStreamParser:
         kind, start, fenced, name = verdict
         self._mode = _Mode.BODY
         self._kind = kind
-        self._fenced = fenced
+        self._fenced = fenced or self._fence_open
+        self._fence_open = False
         self._function_name = name
         self._body_start = start
         self._held = [head]
@@ -360,7 +588,7 @@ class ToolCallStreamParser:
             self._tag_fresh = self._in_tag = self._bare_ok = True
         else:
             self._stop_seen = token
-            self._resolve_end(False, events)
+            self._resolve_end(False, events, token)
             self._ended = True
 
     def _scan(self, s: str, i: int, end: int) -> int:
@@ -424,11 +652,11 @@ class ToolCallStreamParser:
                 held = "".join(self._held)
                 self._held = [held[: -len(stop)]]
                 self._stop_seen = stop
-                self._resolve_end(False, events)
+                self._resolve_end(False, events, stop)
                 self._ended = True
         return end
 
-    def _body_done(self, events: list[ChatEvent]) -> None:
+    def _body_done(self, events: list[ChatEvent], value: Any = _UNREAD) -> None:
         held = "".join(self._held)
         body = held[self._body_start :]
         kind = self._kind
@@ -437,7 +665,7 @@ class ToolCallStreamParser:
             self._mode = _Mode.TAIL
             self._held = [held]
             return
-        calls = self._read_body(kind, body)
+        calls = self._read_body(kind, body, value)
         if calls is None:
             if kind is _Kind.PY_BARE and self._tag_fresh:
                 self._start_code(held)
@@ -458,8 +686,9 @@ class ToolCallStreamParser:
     def _step_tail(self, char: str, events: list[ChatEvent]) -> str:
         """An optional closing marker (``</function>``, a closing fence) after a call's body."""
         tail = self._tail + char
-        marker = _FENCE if self._fenced else _FUNCTION_CLOSE
-        stripped = tail.lstrip()
+        fenced = self._fenced
+        marker = _FENCE if fenced else _FUNCTION_CLOSE
+        stripped = tail.lstrip(_FENCE_SEPARATORS) if fenced else tail.lstrip()
         if marker.startswith(stripped) and len(tail) <= _MAX_HEAD:
             if stripped == marker:
                 self._finish_tail(events)
@@ -467,6 +696,11 @@ class ToolCallStreamParser:
             self._tail = tail
             return ""
         self._finish_tail(events)
+        if fenced and stripped[0] in "{[":
+            # Another call in the same fence: it is fenced too, and the closing fence
+            # comes after the last of them.
+            self._fence_open = True
+            return stripped
         return tail
 
     def _finish_tail(self, events: list[ChatEvent]) -> None:
@@ -497,14 +731,179 @@ class ToolCallStreamParser:
                 code = "".join(self._held)
                 self._held = [code[: -len(stop)]]
                 self._stop_seen = stop
-                self._resolve_end(False, events)
+                self._resolve_end(False, events, stop)
                 self._ended = True
         return end
 
+    # -- a whole output at once ------------------------------------------------------------
+
+    def _read_whole(self, raw: str, stop_sequence: str | None, truncated: bool) -> bool:
+        """Read the common whole outputs in one pass, with the same outcome as feeding
+        them (the split property tests compare the two): prose, then calls (JSON, a
+        pythonic list, or a built-in call after ``<|python_tag|>``), or code after the tag,
+        up to a stop token. Anything else returns False before changing any state, and the
+        output is fed to the scanner instead."""
+        at = raw.find("<|")
+        start, tag, stop_seen = 0, False, None
+        if at >= 0 and raw.startswith(PYTHON_TAG, at) and (at == 0 or raw[:at].isspace()):
+            tag, start = True, at + len(PYTHON_TAG)
+            at = raw.find("<|", start)
+        if at >= 0:
+            for token in STOP_TOKENS:
+                if raw.startswith(token, at):
+                    stop_seen = token
+                    break
+            else:
+                return False
+            region = raw[start:at]
+        else:
+            region = raw[start:] if start else raw
+        if truncated and stop_seen is None:
+            return False
+        # The stop token that decides what code is: the one in the text, else the caller's.
+        stop = stop_seen if stop_seen is not None else stop_sequence
+        if tag:
+            region = region.lstrip(_FENCE_SEPARATORS)
+            if not region:
+                return False
+            first = region[0]
+            if first in "{[":
+                if _FAST_JSON_HEAD.match(region) or _FAST_PY_LIST_HEAD.match(region):
+                    done = self._whole_calls(region, 0, tag=True)
+                else:
+                    # Not a call's usual opening: decide as the scanner would, a character
+                    # at a time (``[1, 2]`` is code).
+                    verdict: _HeadVerdict = None
+                    k = 0
+                    while verdict is None and k < min(len(region), _MAX_HEAD):
+                        k += 1
+                        verdict = _classify_head(region[:k], "any")
+                    if verdict is not False:
+                        return False
+                    done = self._whole_code(region, stop)
+            elif first in "<`":
+                return False
+            elif _NAME_START.match(first) is None:
+                done = self._whole_code(region, stop)
+            else:
+                word = _BARE_WORD.match(region)
+                assert word is not None
+                end = word.end()
+                if end >= min(len(region), _MAX_HEAD):
+                    return False
+                if region[end] == "(":
+                    done = self._whole_bare_call(region, stop)
+                else:
+                    done = self._whole_code(region, stop)
+        else:
+            m = _WHOLE_TRIGGER.search(region)
+            if m is None:
+                text = region.strip()
+                if text:
+                    self._text.append(text)
+                done = True
+            elif region[m.start()] in "{[":
+                done = self._whole_calls(region, m.start(), tag=False)
+            else:
+                return False
+        if done:
+            self._stop_seen = stop_seen
+            self._ended = True
+        return done
+
+    def _whole_calls(self, region: str, j: int, *, tag: bool) -> bool:
+        """Prose ``region[:j]`` (free of anything that could start a call), then JSON calls
+        or one pythonic list, separated by ``;``, ``,`` or whitespace, to the end."""
+        n = len(region)
+        found: list[tuple[str, Mapping[str, Any] | None, str | None]] = []
+        listed: list[PyCall] | None = None
+        at = j
+        while True:
+            head = _FAST_JSON_HEAD.match(region, at)
+            if head is not None and head.end() - at <= _MAX_HEAD:
+                try:
+                    value, end = _raw_decode(region, at)
+                except (StopIteration, ValueError, RecursionError):
+                    if found:
+                        return False
+                    return self._whole_bad_json(region, at, tag=tag)
+                items = value if isinstance(value, list) else [value]
+                if not items:
+                    return False
+                for item in items:
+                    parts = self._json_parts(item)
+                    if parts is None:
+                        return False
+                    found.append(parts)
+            elif not found and _short_match(_FAST_PY_LIST_HEAD, region, at):
+                if '"""' in region or "'''" in region:
+                    # The scanner does not know triple quotes: find the end as it does.
+                    close = _close_of(region, at, python=True)
+                    if close < 0:
+                        return False
+                    end = close + 1
+                    listed = parse_call_list(region[at:end])
+                else:
+                    # Without triple quotes the reader ends a valid list exactly where the
+                    # scanner's brackets balance (strings end alike, brackets nest).
+                    read = read_call_list(region, at)
+                    listed, end = (None, 0) if read is None else read
+                if listed is None or region[end:].strip(_FENCE_SEPARATORS):
+                    return False
+                break
+            else:
+                return False
+            end = _SEPARATOR_RUN.match(region, end).end()  # type: ignore[union-attr]
+            if end == n:
+                break
+            at = end
+        prose = region[:j].strip()
+        if prose:
+            self._text.append(prose)
+        if listed is not None:
+            self._emit_calls([self._py_call(c) for c in listed], [])
+        else:
+            self._emit_calls([self._make_call(n_, a, raw=r) for n_, a, r in found], [])
+        return True
+
+    def _whole_bad_json(self, region: str, at: int, *, tag: bool) -> bool:
+        """A JSON call head whose object does not decode: text, when it closes and only
+        whitespace follows."""
+        close = _close_of(region, at, python=False)
+        if close < 0 or region[close + 1 :].strip():
+            return False
+        text = region[: close + 1].strip()
+        if text:
+            self._text.append(text)
+        return True
+
+    def _whole_bare_call(self, region: str, stop: str | None) -> bool:
+        """``f(...)`` right after the tag: a call when it is one, else code."""
+        close = _close_of(region, region.index("("), python=True)
+        if close < 0 or region[close + 1 :].strip(_FENCE_SEPARATORS):
+            return False
+        calls = self._read_body(_Kind.PY_BARE, region[: close + 1])
+        if calls is None:
+            return self._whole_code(region, stop)
+        self._emit_calls(calls, [])
+        return True
+
+    def _whole_code(self, code: str, stop: str | None) -> bool:
+        """What follows the tag when it is not a call (as `_resolve_end` reads CODE)."""
+        if code.strip() and (stop == _END_OF_MESSAGE or _is_python(code)):
+            self._emit_calls([self._make_call("code_interpreter", {"code": code.strip()})], [])
+        else:
+            text = code.strip()
+            if text:
+                self._text.append(text)
+        return True
+
     # -- the end of the output -------------------------------------------------------------
 
-    def _resolve_end(self, truncated: bool, events: list[ChatEvent]) -> None:
-        """Settle whatever is held when the output ends."""
+    def _resolve_end(
+        self, truncated: bool, events: list[ChatEvent], stop: str | None = None
+    ) -> None:
+        """Settle whatever is held when the output ends (with the stop token ``stop``)."""
         while self._mode is _Mode.HEAD:
             head = self._head
             self._head = ""
@@ -520,6 +919,12 @@ class ToolCallStreamParser:
             held = "".join(self._held)
             if truncated:
                 self._partial = held
+            elif self._tag_fresh and stop == _END_OF_MESSAGE and self._kind in _PY_KINDS:
+                # Unclosed Python right after <|python_tag|>, and the model waits for a
+                # result: code (see the CODE case below).
+                self._emit_calls(
+                    [self._make_call("code_interpreter", {"code": held.strip()})], events
+                )
             else:
                 self._emit_text(held, events)
         elif mode is _Mode.TAIL:
@@ -528,7 +933,10 @@ class ToolCallStreamParser:
             code = "".join(self._held)
             if truncated:
                 self._partial = code
-            elif code.strip() and _is_python(code):
+            elif code.strip() and (stop == _END_OF_MESSAGE or _is_python(code)):
+                # Ending at <|eom_id|>, the model waits for the code's result: what follows
+                # <|python_tag|> is code for code_interpreter even when it does not parse,
+                # as llama-models' ChatFormat reads it (decode_assistant_message_from_content).
                 self._emit_calls(
                     [self._make_call("code_interpreter", {"code": code.strip()})], events
                 )
@@ -538,19 +946,25 @@ class ToolCallStreamParser:
 
     # -- what a body says ----------------------------------------------------------------
 
-    def _read_body(self, kind: _Kind, body: str) -> list[ToolCall] | None:
+    def _read_body(self, kind: _Kind, body: str, value: Any = _UNREAD) -> list[ToolCall] | None:
+        """The calls ``body`` makes, or None if it is not calls (``value``: the body's JSON
+        when it was decoded already)."""
         if kind is _Kind.JSON or kind is _Kind.JSON_LIST:
-            try:
-                value = json.loads(body)
-            except (ValueError, RecursionError):
-                return None
+            if value is _UNREAD:
+                try:
+                    value = json.loads(body)
+                except (ValueError, RecursionError):
+                    return None
             items = value if isinstance(value, list) else [value]
             if not items:
                 return None
-            json_calls = [self._json_call(item) for item in items]
-            if any(c is None for c in json_calls):
-                return None
-            return [c for c in json_calls if c is not None]
+            json_calls: list[ToolCall] = []
+            for item in items:
+                call = self._json_call(item)
+                if call is None:
+                    return None
+                json_calls.append(call)
+            return json_calls
         if kind is _Kind.PY_LIST:
             listed = parse_call_list(body)
             if listed is None:
@@ -565,13 +979,25 @@ class ToolCallStreamParser:
         return [self._py_call(bare)]
 
     def _json_call(self, value: Any) -> ToolCall | None:
+        parts = self._json_parts(value)
+        if parts is None:
+            return None
+        return self._make_call(*parts[:2], raw=parts[2])
+
+    def _json_parts(self, value: Any) -> tuple[str, Mapping[str, Any] | None, str | None] | None:
+        """The name, arguments and argument text of the JSON call ``value``, or None when it
+        is not a call (no id is taken: a whole parse checks every call before making any)."""
         if not isinstance(value, dict):
             return None
         function = value.get("function")
-        if isinstance(function, dict) and set(value) <= {"function", "type", "id"}:
+        if isinstance(function, dict) and value.keys() <= _WRAPPER_FIELDS:
             value = function
         name = value.get("name")
-        if not isinstance(name, str) or not _NAME.fullmatch(name) or not set(value) <= _CALL_FIELDS:
+        if (
+            not isinstance(name, str)
+            or not _NAME.fullmatch(name)
+            or not value.keys() <= _CALL_FIELDS
+        ):
             return None
         if value.get("type", "function") != "function":
             return None
@@ -590,13 +1016,13 @@ class ToolCallStreamParser:
             try:
                 decoded = json.loads(arguments)
             except ValueError:
-                return self._make_call(name, raw=arguments)
+                return name, None, arguments
             if isinstance(decoded, dict):
-                return self._make_call(name, decoded, raw=arguments)
-            return self._make_call(name, raw=arguments)
+                return name, decoded, arguments
+            return name, None, arguments
         if isinstance(arguments, dict):
-            return self._make_call(name, arguments)
-        return self._make_call(name, raw=json.dumps(arguments, ensure_ascii=False))
+            return name, arguments, None
+        return name, None, json.dumps(arguments, ensure_ascii=False)
 
     def _py_call(self, call: PyCall) -> ToolCall:
         name = _builtin_name(call.name) or call.name
@@ -619,8 +1045,8 @@ class ToolCallStreamParser:
             assert raw is not None
             return ToolCall.from_raw(call_id, name, raw)
         if raw is None:
-            raw = json.dumps(arguments, ensure_ascii=False)
-        return ToolCall(call_id, name, arguments, raw_arguments=raw)
+            raw = _encode_json(arguments)
+        return _tool_call(call_id, name, dict(arguments), raw)
 
     # -- output ----------------------------------------------------------------------------
 
@@ -629,19 +1055,23 @@ class ToolCallStreamParser:
             text = text.lstrip()
             if not text:
                 return
+            self._started_content = True
         core = text.rstrip()
         if not core:
             self._pending_ws.append(text)
             return
-        out = "".join(self._pending_ws) + core if self._pending_ws else core
-        tail = text[len(core) :]
-        self._pending_ws = [tail] if tail else []
-        self._started_content = True
-        self._in_tag = False
-        self._tag_fresh = False
-        self._bare_ok = False
+        if self._pending_ws:
+            out = "".join(self._pending_ws) + core
+            self._pending_ws = []
+        else:
+            out = core
+        if len(core) != len(text):
+            self._pending_ws.append(text[len(core) :])
+        if self._bare_ok or self._tag_fresh or self._in_tag or self._fence_open:
+            self._in_tag = self._tag_fresh = self._bare_ok = self._fence_open = False
         self._text.append(out)
-        events.append(TextDelta(out))
+        if not self._quiet:
+            events.append(_text_delta(out))
 
     def _emit_calls(self, calls: Sequence[ToolCall], events: list[ChatEvent]) -> None:
         for call in calls:
@@ -653,9 +1083,10 @@ class ToolCallStreamParser:
                 and call.name not in self._unknown
             ):
                 self._unknown.append(call.name)
-            events.append(ToolCallStarted(index, call.id, call.name))
-            events.append(ToolCallDelta(index, call.raw_arguments))
-            events.append(ToolCallDone(index, call))
+            if not self._quiet:
+                events.append(ToolCallStarted(index, call.id, call.name))
+                events.append(ToolCallDelta(index, call.raw_arguments))
+                events.append(ToolCallDone(index, call))
         self._after_call = True
         self._bare_ok = True
         self._tag_fresh = False
@@ -677,6 +1108,43 @@ _FAST_HEADS: tuple[tuple[re.Pattern[str], _Kind, bool], ...] = (
     (re.compile(r"<function=([\w.\-]+)>\s*\{"), _Kind.FUNCTION, False),
     (re.compile(r"[A-Za-z_][\w.\-]*\s*\("), _Kind.PY_BARE, True),
 )
+
+
+_FAST_JSON_HEAD = re.compile(r'\{\s*"(?:' + _KEYS + r')"|\[\s*\{\s*"(?:' + _KEYS + ')"')
+_FAST_PY_LIST_HEAD = _FAST_HEADS[2][0]
+
+
+# A whole string (``"(?:[^"\\]|\\.)*"`` unrolled: a run of plain characters per step),
+# a quote that opens a string that never ends, or a bracket.
+_JSON_PIECES = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|"|[{}\[\]()]', re.DOTALL)
+_PY_PIECES = re.compile(
+    r'"[^"\\]*(?:\\.[^"\\]*)*"|\'[^\'\\]*(?:\\.[^\'\\]*)*\'|["\']|[{}\[\]()]',
+    re.DOTALL,
+)
+
+
+def _close_of(text: str, start: int, python: bool) -> int:
+    """Where the bracket at ``text[start]`` closes, as `ToolCallStreamParser._scan` finds it
+    (strings skipped whole, any closing bracket counts), or -1; for a whole text, where one
+    regex step takes a whole string."""
+    depth = 0
+    for m in (_PY_PIECES if python else _JSON_PIECES).finditer(text, start):
+        piece = m.group()
+        if len(piece) == 1:
+            if piece in "{[(":
+                depth += 1
+            elif piece in "}])":
+                depth -= 1
+                if depth == 0:
+                    return m.start()
+            else:
+                return -1  # a string that does not end
+    return -1
+
+
+def _short_match(pattern: re.Pattern[str], s: str, at: int) -> bool:
+    m = pattern.match(s, at)
+    return m is not None and m.end() - at <= _MAX_HEAD
 
 
 def _fast_head(s: str, j: int, bare: str) -> tuple[int, tuple[_Kind, int, bool, str]] | None:
@@ -811,6 +1279,11 @@ def _fence_head(head: str) -> _HeadVerdict:
     i = m.end()
     if i == len(head):
         return None
+    if i == len(_FENCE) and head[i] in "{[":
+        # An inline fence, ```{"name": ...}```: held until the object shows what it is.
+        if head[i] == "{":
+            return _object_head(head, i, _Kind.JSON, fenced=True)
+        return _list_head(head, i, fenced=True)
     if not head[i].isspace():
         return False
     i = _skip_ws(head, i)
@@ -869,6 +1342,10 @@ def parse_output(
         ids: where tool-call ids come from (see `sequential_ids`).
     """
     parser = ToolCallStreamParser(tools, ids=ids)
-    parser.feed(raw)
+    parser._quiet = True
+    if not isinstance(raw, str):
+        raise InputError(f"the parser reads text (str), got {type(raw).__name__}")
+    if not parser._read_whole(raw, stop_sequence, truncated):
+        parser.feed(raw)
     parser.finish(stop_sequence, truncated=truncated)
     return parser.result()
