@@ -33,27 +33,6 @@ from llama_models.datatypes import (
 from llama_models.datatypes import ToolCall as MetaToolCall
 from llama_models.llama3.chat_format import ChatFormat
 from llama_models.llama3.tokenizer import Tokenizer
-from llama_stack.apis.common.content_types import ImageContentItem, TextContentItem
-from llama_stack.apis.inference import (
-    ChatCompletionRequest,
-    CompletionMessage,
-    SystemMessage,
-    ToolConfig,
-    ToolDefinition,
-    ToolResponseMessage,
-    UserMessage,
-)
-from llama_stack.models.llama.datatypes import BuiltinTool, ToolParamDefinition
-from llama_stack.models.llama.datatypes import StopReason as StackStopReason
-from llama_stack.models.llama.datatypes import ToolCall as StackToolCall
-from llama_stack.models.llama.llama3.prompt_templates import (
-    PythonListCustomToolGenerator,
-    system_prompts,
-)
-from llama_stack.providers.utils.inference.prompt_adapter import (
-    augment_messages_for_tools_llama,
-    augment_messages_for_tools_llama_3_1,
-)
 
 from chatlane.errors import MessageError
 from chatlane.formats.llama3 import IMAGE_TOKEN, Llama3
@@ -72,6 +51,26 @@ from chatlane.messages import (
 )
 from chatlane.request import ChatRequest
 from chatlane.tools import Tool, brave_search, code_interpreter, wolfram_alpha
+from support.meta_stack import (
+    BuiltinTool,
+    ChatCompletionRequest,
+    CompletionMessage,
+    ImageContentItem,
+    PythonListCustomToolGenerator,
+    SystemMessage,
+    TextContentItem,
+    ToolConfig,
+    ToolDefinition,
+    ToolParamDefinition,
+    ToolResponseMessage,
+    UserMessage,
+    augment_messages_for_tools_llama,
+    augment_messages_for_tools_llama_3_1,
+    chat_completion_request_to_messages,
+    system_prompts,
+)
+from support.meta_stack import StopReason as StackStopReason
+from support.meta_stack import ToolCall as StackToolCall
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -335,13 +334,29 @@ def stack_messages(fmt: Llama3, request: ChatRequest) -> list[Any]:
         ),
     )
     custom = any(not t.builtin for t in tools)
-    pythonic = fmt.tool_format == "pythonic" if custom else fmt.version != "3.1" and not fmt.vision
+    model_pythonic = fmt.version != "3.1" and not fmt.vision
+    pythonic = fmt.tool_format == "pythonic" if custom else model_pythonic
     with mock.patch.object(system_prompts, "datetime", _FixedNow):
+        if pythonic == model_pythonic:
+            # What llama-stack's own dispatch picks for the model.
+            model = MODEL_IDS[fmt.version + ("-vision" if fmt.vision else "")]
+            COUNTS["through llama-stack's dispatch"] += 1
+            return list(chat_completion_request_to_messages(stack_request, model))
+        # llama-stack refuses these tools for this model; chatlane renders them by the path
+        # of their format.
         if pythonic:
             return list(
                 augment_messages_for_tools_llama(stack_request, PythonListCustomToolGenerator)
             )
         return list(augment_messages_for_tools_llama_3_1(stack_request))
+
+
+MODEL_IDS = {
+    "3.1": "Llama3.1-8B-Instruct",
+    "3.2": "Llama3.2-3B-Instruct",
+    "3.2-vision": "Llama3.2-11B-Vision-Instruct",
+    "3.3": "Llama3.3-70B-Instruct",
+}
 
 
 def oracle(chat_format: ChatFormat, fmt: Llama3, request: ChatRequest) -> list[int]:

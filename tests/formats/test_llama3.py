@@ -413,3 +413,62 @@ def test_text_renders_without_a_tokenizer(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert fmt.render_text([user("hi")]).startswith("<|begin_of_text|>")
     with pytest.raises(TokenizerNotFound, match="no Llama 3 tokenizer file"):
         fmt.render([user("hi")])
+
+
+def test_without_the_generation_prompt_the_prompt_ends_after_the_last_message() -> None:
+    for fmt in (
+        Llama3(add_generation_prompt=False),
+        Llama3(profile="hf", add_generation_prompt=False),
+    ):
+        assert render([user("Hi")], fmt).text.endswith("Hi<|eot_id|>")
+    # A final assistant message is closed when it is not to be continued.
+    closed = Llama3(add_generation_prompt=False, continue_final_message=False)
+    assert render([user("Hi"), assistant("Hello")], closed).text.endswith("Hello<|eot_id|>")
+    reopened = Llama3(continue_final_message=False)
+    assert render([user("Hi"), assistant("Hello")], reopened).text.endswith(
+        "Hello<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+
+
+def test_continue_final_message_needs_a_final_assistant_message() -> None:
+    with pytest.raises(MessageError, match="ends with a user message"):
+        render([user("Hi")], Llama3(continue_final_message=True))
+    assert render(
+        [user("Hi"), assistant("Hel")], Llama3(continue_final_message=True)
+    ).text.endswith("assistant<|end_header_id|>\n\nHel")
+
+
+def test_new_settings_are_checked() -> None:
+    with pytest.raises(InputError, match="system_message_behavior"):
+        Llama3(system_message_behavior="prepend")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"vision=True is for Llama 3\.2"):
+        Llama3("3.1", vision=True)
+    assert Llama3("3.2", "hf", vision=True).name == "llama3.2-vision-hf"
+
+
+def test_the_hf_vision_template_writes_images_and_refuses_them_beside_a_system_message() -> None:
+    fmt = Llama3("3.2", "hf", vision=True)
+    prompt = render([user([Image.from_bytes(PNG), " What is this? "])], fmt)
+    # No system turn when an image appears; the content is not trimmed.
+    assert prompt.text == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+        "<|image|> What is this? <|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    assert prompt.tokens.count(128256) == 1
+    with pytest.raises(MessageError, match="incompatible with system messages"):
+        render([system("Be brief."), user([Image.from_bytes(PNG), "What?"])], fmt)
+    # The text templates cannot write images at all.
+    with pytest.raises(InputError, match="vision=True"):
+        render([user([Image.from_bytes(PNG), "What?"])], Llama3("3.2", "hf"))
+
+
+def test_a_vision_conversation_that_gains_an_image_drops_its_system_turn() -> None:
+    # The first image changes the Vision template's opening: the grown conversation is
+    # rendered anew, as a fresh renderer renders it.
+    fmt = Llama3("3.2", "hf", vision=True, date=DATE)
+    first = [user("Hi"), assistant("Hello")]
+    assert "system<|end_header_id|>" in render(first, fmt).text
+    grown = [*first, user([Image.from_bytes(PNG), "And this?"])]
+    expected = render(grown, Llama3("3.2", "hf", vision=True, date=DATE))
+    assert render(grown, fmt) == expected
+    assert "system<|end_header_id|>" not in expected.text
