@@ -604,7 +604,7 @@ class Llama3:
                 sys += "\n" + choice
             return [*_HEADER_PIECES["system"], sys.strip("\n"), END_OF_TURN]
         sys = P.meta_builtin_block(tools) + "\n" if tools else ""
-        sys += f"{P.KNOWLEDGE_CUTOFF}\nToday Date: {date}"
+        sys += P.meta_system_default(date)
         if custom and self.tools_in == "system":
             # (chatlane's own option: no reference puts these tools into the system turn)
             sys += "\n" + self._meta_custom_tools(custom)
@@ -667,28 +667,12 @@ class Llama3:
             )
         if not images:
             builtins = [t.name for t in tools if t.builtin] if self.version != "3.2" else []
-            sys = ""
-            if builtins or custom:
-                sys += "Environment: ipython\n"
-            if builtins:
-                sys += "Tools: " + ", ".join(n for n in builtins if n != "code_interpreter")
-                sys += "\n\n"
-            sys += f"{P.KNOWLEDGE_CUTOFF}\nToday Date: {self._date_text('hf')}\n\n"
-            if custom and self.tools_in == "system":
-                sys += (
-                    "You have access to the following functions. To call a function, please "
-                    "respond with JSON for a function call." + P.HF_TOOLS_INSTRUCTION
-                )
-                sys += P.hf_tools_text(custom)
+            sys = P.hf_system_text(
+                builtins, custom, self._date_text("hf"), tools_in_system=self.tools_in == "system"
+            )
             pieces += [*_HEADER_PIECES["system"], sys + system_text, END_OF_TURN]
         if first_msg is not None:
-            text = (
-                "Given the following functions, please respond with a JSON for a function call "
-                "with its proper arguments that best answers the given prompt.\n\n"
-                + P.HF_TOOLS_INSTRUCTION
-                + P.hf_tools_text(custom)
-                + self._hf_text(first_msg, "the first user message")
-            )
+            text = P.hf_user_tools_text(custom) + self._hf_text(first_msg, "the first user message")
             pieces += [*_HEADER_PIECES["user"], text, END_OF_TURN]
         return pieces
 

@@ -143,6 +143,11 @@ def _properties(tool: Tool) -> list[tuple[str, Mapping[str, Any], bool]]:
 # -- meta: tool definitions -----------------------------------------------------------------
 
 
+def meta_system_default(date: str) -> str:
+    """llama-stack's SystemDefaultGenerator: the knowledge cutoff and today's date."""
+    return f"{KNOWLEDGE_CUTOFF}\nToday Date: {date}"
+
+
 def meta_builtin_block(tools: Sequence[Tool]) -> str:
     """llama-stack's BuiltinToolGenerator: ``Environment: ipython`` and, for the built-ins
     but code_interpreter (implied by the environment), a ``Tools:`` line."""
@@ -512,6 +517,35 @@ HF_TOOLS_INSTRUCTION = (
 
 def hf_tools_text(tools: Sequence[Tool]) -> str:
     return "".join(hf_tojson(hf_tool_definition(t), indent=4) + "\n\n" for t in tools)
+
+
+def hf_system_text(
+    builtins: Sequence[str], custom: Sequence[Tool], date: str, *, tools_in_system: bool
+) -> str:
+    """The templates' system text before the caller's: the environment and built-in lines,
+    the date block and (``tools_in_user_message=false``) the tool definitions."""
+    text = ""
+    if builtins or custom:
+        text += "Environment: ipython\n"
+    if builtins:
+        text += "Tools: " + ", ".join(n for n in builtins if n != "code_interpreter") + "\n\n"
+    text += f"{KNOWLEDGE_CUTOFF}\nToday Date: {date}\n\n"
+    if custom and tools_in_system:
+        text += (
+            "You have access to the following functions. To call a function, please "
+            "respond with JSON for a function call." + HF_TOOLS_INSTRUCTION + hf_tools_text(custom)
+        )
+    return text
+
+
+def hf_user_tools_text(custom: Sequence[Tool]) -> str:
+    """The templates' tool definitions before the first user message's text."""
+    return (
+        "Given the following functions, please respond with a JSON for a function call "
+        "with its proper arguments that best answers the given prompt.\n\n"
+        + HF_TOOLS_INSTRUCTION
+        + hf_tools_text(custom)
+    )
 
 
 def hf_json_call(call: ToolCall) -> str:
