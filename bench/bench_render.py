@@ -32,7 +32,7 @@ from typing import Any
 
 from chatlane.formats.llama3 import Llama3
 from chatlane.formats.llama3.prompts import hf_tool_definition
-from chatlane.formats.llama3.tokenizer import START_HEADER, load_tokenizer
+from chatlane.formats.llama3.tokenizer import load_tokenizer
 from chatlane.messages import Message, ToolCall, assistant, system, tool_result, user
 from chatlane.request import ChatRequest
 from chatlane.tools import Tool
@@ -114,11 +114,9 @@ def _meta_dialog(fmt: Llama3, request: ChatRequest) -> list[Any]:
     from llama_models.datatypes import ToolCall as MetaToolCall
 
     first = request.messages[0]
-    pieces = fmt._meta_preamble(first.text, request.tools, None)
     dialog = [
-        RawMessage(role=str(pieces[i + 1]), content=str(pieces[i + 4]))
-        for i, p in enumerate(pieces)
-        if p == START_HEADER
+        RawMessage(role=role, content=text)
+        for role, text in fmt.meta_system_messages(first.text, request.tools)
     ]
     for m in request.messages[1:]:
         dialog.append(
@@ -153,7 +151,8 @@ def _hf_messages(request: ChatRequest) -> list[dict[str, Any]]:
                 }
             )
         elif m.role.value == "tool":
-            out.append({"role": "tool", "content": json.loads(m.text)})
+            # (a chat endpoint hands the template the result as the string it received)
+            out.append({"role": "tool", "content": m.text})
         else:
             out.append({"role": m.role.value, "content": m.text})
     return out
@@ -219,9 +218,8 @@ def _cold(tokenizer: Any) -> Llama3:
 def _check_cold(tokenizer: Any) -> None:
     # Every cache a Llama3 keeps between renders starts empty in the cold measurement.
     fmt = _cold(tokenizer)
-    caches = (fmt._cache, fmt._messages, fmt._unfiled, fmt._fixed, fmt._state, fmt._last)
-    if any(caches):
-        raise AssertionError(f"a new Llama3 starts with a cache: {caches}")
+    if not fmt._cache.is_empty():
+        raise AssertionError("a new Llama3 starts with a cache")
 
 
 def _texts_meta_tokenizes(chat_format: Any, dialog: list[Any]) -> list[str]:

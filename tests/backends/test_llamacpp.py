@@ -52,10 +52,11 @@ def test_user_text_that_spells_control_tokens_stays_text(engine: LlamaCpp) -> No
     received = [int(t) for t in engine.llama.input_ids[: len(prompt.tokens)]]
     assert received == list(prompt.tokens)
     assert received.count(BOS) == 1
-    assert received.count(EOT) == 1  # the end of the user's message only
+    # the ends of the system turn (Meta's code always writes 3.1's) and the user's message
+    assert received.count(EOT) == 2
     # Tokenizing the text would have let the user's text become control tokens.
     naive = engine.llama.tokenize(prompt.text.encode(), add_bos=False, special=True)
-    assert naive.count(EOT) == 2
+    assert naive.count(EOT) == 3
     assert received != naive
 
 

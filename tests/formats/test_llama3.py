@@ -51,9 +51,12 @@ def test_is_a_prompt_format() -> None:
 
 
 def test_plain_conversation() -> None:
-    prompt = render([system("Be brief."), user("Hi"), assistant("Hello!"), user("Bye")])
+    prompt = render(
+        [system("Be brief."), user("Hi"), assistant("Hello!"), user("Bye")], Llama3(date=DATE)
+    )
     assert prompt.text == (
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 05 September 2024\nBe brief.<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>"
@@ -92,14 +95,14 @@ def test_assistant_prefill_continues_the_last_message() -> None:
 
 def test_date_is_injectable_in_both_styles() -> None:
     meta = render([user("hi")], Llama3(date=DATE), tools=(WEATHER,))
-    assert "Today Date: 05 September 2024\n" in meta.text
+    assert "Today Date: 05 September 2024<|eot_id|>" in meta.text
     hf = render([user("hi")], Llama3(profile="hf", date=DATE))
     assert "Today Date: 05 Sep 2024\n\n" in hf.text
     custom = render([user("hi")], Llama3(date="tomorrow"), tools=(WEATHER,))
-    assert "Today Date: tomorrow\n" in custom.text
-    # Without tools, the meta profile writes the date block only when a date is given.
-    assert "Today Date" not in render([user("hi")]).text
+    assert "Today Date: tomorrow<|eot_id|>" in custom.text
+    # Meta's code gives 3.1 the date block always, 3.2 text and 3.3 never.
     assert "Today Date: 05 September 2024" in render([user("hi")], Llama3(date=DATE)).text
+    assert "Today Date" not in render([user("hi")], Llama3("3.3", date=DATE)).text
     # The hf templates always write one; 3.1's default is their fixed 26 Jul 2024.
     assert "Today Date: 26 Jul 2024" in render([user("hi")], Llama3(profile="hf")).text
 
@@ -120,9 +123,10 @@ def test_builtin_tools_and_their_calls() -> None:
         tools=(brave_search, wolfram_alpha, code_interpreter),
     )
     assert "Environment: ipython\nTools: brave_search, wolfram_alpha\n" in prompt.text
-    # Quotes and backslashes in a query are escaped, so the call stays readable.
+    # Quotes and backslashes in a query are escaped, so the call stays readable; Meta's
+    # ChatFormat writes <|python_tag|> before code_interpreter calls only.
     assert (
-        '<|python_tag|>brave_search.call(query="say \\"hi\\" \\\\ now")<|eom_id|>'
+        'assistant<|end_header_id|>\n\nbrave_search.call(query="say \\"hi\\" \\\\ now")<|eom_id|>'
         "<|start_header_id|>ipython<|end_header_id|>\n\nresults<|eot_id|>"
     ) in prompt.text
     code = ToolCall("2", "code_interpreter", {"code": "print(1)"})
@@ -145,7 +149,8 @@ def test_builtin_tools_and_their_calls() -> None:
         ),
         (
             "pythonic",
-            '<|python_tag|>[get_weather(city="Paris"), get_weather(city="Rome")]<|eot_id|>',
+            # (ChatFormat writes each call as a list of its own)
+            '[get_weather(city="Paris")][get_weather(city="Rome")]<|eot_id|>',
         ),
     ],
 )
@@ -163,17 +168,14 @@ def test_several_calls_in_one_turn(tool_format: str, expected: str) -> None:
     assert prompt.text.count("<|start_header_id|>ipython<|end_header_id|>\n\nsunny") == 2
 
 
-def test_hf_several_calls_are_joined_with_semicolons() -> None:
+def test_hf_refuses_several_calls_in_one_turn_as_the_templates_do() -> None:
     calls = [ToolCall("a", "get_weather", {"city": "Paris"}), ToolCall("b", "get_weather", {})]
-    text = render(
-        [user("weather?"), assistant("", calls)] + [tool_result(c, "ok") for c in calls],
-        Llama3(profile="hf"),
-        tools=(WEATHER,),
-    ).text
-    assert (
-        '{"name": "get_weather", "parameters": {"city": "Paris"}}; '
-        '{"name": "get_weather", "parameters": {}}<|eot_id|>'
-    ) in text
+    with pytest.raises(MessageError, match="single tool-calls"):
+        render(
+            [user("weather?"), assistant("", calls)] + [tool_result(c, "ok") for c in calls],
+            Llama3(profile="hf"),
+            tools=(WEATHER,),
+        )
 
 
 def test_pythonic_values_are_python_literals() -> None:
@@ -197,8 +199,12 @@ def test_tool_results_with_json_content() -> None:
     messages = [user("go"), assistant("", [call]), tool_result(call, {"temp": 21, "sky": "clear"})]
     meta = render(messages, tools=(WEATHER,)).text
     assert '<|start_header_id|>ipython<|end_header_id|>\n\n{"temp": 21, "sky": "clear"}' in meta
+    # The templates quote the result's text with tojson, as a chat endpoint receives it.
     hf = render(messages, Llama3(profile="hf"), tools=(WEATHER,)).text
-    assert '<|start_header_id|>ipython<|end_header_id|>\n\n{"temp": 21, "sky": "clear"}' in hf
+    assert (
+        '<|start_header_id|>ipython<|end_header_id|>\n\n"{\\"temp\\": 21, \\"sky\\": \\"clear\\"}"'
+        in hf
+    )
     # The templates write a string result as a JSON string.
     plain = [user("go"), assistant("", [call]), tool_result(call, "21 C")]
     hf_plain = render(plain, Llama3(profile="hf"), tools=(WEATHER,)).text
@@ -244,8 +250,11 @@ def test_schema_property_named_title_is_kept() -> None:
     ],
 )
 def test_tool_choice(choice: str, sentence: str) -> None:
-    for fmt in (Llama3(), Llama3("3.2", tool_format="pythonic"), Llama3(profile="hf")):
+    for fmt in (Llama3(), Llama3("3.2", tool_format="pythonic")):
         assert sentence in render([user("hi")], fmt, tools=(WEATHER,), tool_choice=choice).text
+    # The templates ignore tool_choice (a chat endpoint forces calls by decoding).
+    hf = Llama3(profile="hf")
+    assert sentence not in render([user("hi")], hf, tools=(WEATHER,), tool_choice=choice).text
     # "none" offers no tools at all.
     text = render([user("hi")], tools=(WEATHER,), tool_choice="none").text
     assert "get_weather" not in text
@@ -404,3 +413,62 @@ def test_text_renders_without_a_tokenizer(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert fmt.render_text([user("hi")]).startswith("<|begin_of_text|>")
     with pytest.raises(TokenizerNotFound, match="no Llama 3 tokenizer file"):
         fmt.render([user("hi")])
+
+
+def test_without_the_generation_prompt_the_prompt_ends_after_the_last_message() -> None:
+    for fmt in (
+        Llama3(add_generation_prompt=False),
+        Llama3(profile="hf", add_generation_prompt=False),
+    ):
+        assert render([user("Hi")], fmt).text.endswith("Hi<|eot_id|>")
+    # A final assistant message is closed when it is not to be continued.
+    closed = Llama3(add_generation_prompt=False, continue_final_message=False)
+    assert render([user("Hi"), assistant("Hello")], closed).text.endswith("Hello<|eot_id|>")
+    reopened = Llama3(continue_final_message=False)
+    assert render([user("Hi"), assistant("Hello")], reopened).text.endswith(
+        "Hello<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+
+
+def test_continue_final_message_needs_a_final_assistant_message() -> None:
+    with pytest.raises(MessageError, match="ends with a user message"):
+        render([user("Hi")], Llama3(continue_final_message=True))
+    assert render(
+        [user("Hi"), assistant("Hel")], Llama3(continue_final_message=True)
+    ).text.endswith("assistant<|end_header_id|>\n\nHel")
+
+
+def test_new_settings_are_checked() -> None:
+    with pytest.raises(InputError, match="system_message_behavior"):
+        Llama3(system_message_behavior="prepend")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"vision=True is for Llama 3\.2"):
+        Llama3("3.1", vision=True)
+    assert Llama3("3.2", "hf", vision=True).name == "llama3.2-vision-hf"
+
+
+def test_the_hf_vision_template_writes_images_and_refuses_them_beside_a_system_message() -> None:
+    fmt = Llama3("3.2", "hf", vision=True)
+    prompt = render([user([Image.from_bytes(PNG), " What is this? "])], fmt)
+    # No system turn when an image appears; the content is not trimmed.
+    assert prompt.text == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+        "<|image|> What is this? <|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    assert prompt.tokens.count(128256) == 1
+    with pytest.raises(MessageError, match="incompatible with system messages"):
+        render([system("Be brief."), user([Image.from_bytes(PNG), "What?"])], fmt)
+    # The text templates cannot write images at all.
+    with pytest.raises(InputError, match="vision=True"):
+        render([user([Image.from_bytes(PNG), "What?"])], Llama3("3.2", "hf"))
+
+
+def test_a_vision_conversation_that_gains_an_image_drops_its_system_turn() -> None:
+    # The first image changes the Vision template's opening: the grown conversation is
+    # rendered anew, as a fresh renderer renders it.
+    fmt = Llama3("3.2", "hf", vision=True, date=DATE)
+    first = [user("Hi"), assistant("Hello")]
+    assert "system<|end_header_id|>" in render(first, fmt).text
+    grown = [*first, user([Image.from_bytes(PNG), "And this?"])]
+    expected = render(grown, Llama3("3.2", "hf", vision=True, date=DATE))
+    assert render(grown, fmt) == expected
+    assert "system<|end_header_id|>" not in expected.text

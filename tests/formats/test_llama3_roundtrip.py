@@ -72,7 +72,8 @@ def same_calls(parsed: Any, calls: list[ToolCall]) -> None:
 @given(data=st.data())
 def test_custom_calls_round_trip(version: Any, profile: Any, tool_format: Any, data: Any) -> None:
     fmt = Llama3(version, profile, tool_format)
-    count = data.draw(st.integers(1, 3), label="calls")
+    # (the hf templates take one call per turn)
+    count = data.draw(st.integers(1, 1 if profile == "hf" else 3), label="calls")
     calls = [
         ToolCall(
             f"c{i}",
@@ -117,14 +118,14 @@ def test_streaming_one_character_at_a_time_gives_the_same_calls(
     calls = [
         ToolCall("a", "get_weather", {"city": 'Paris, "la" [ville]'}),
         ToolCall("b", "search-docs", {}),
-    ]
+    ][: 1 if profile == "hf" else 2]
     raw, stop, request = call_turn(fmt, calls)
     parser = fmt.stream_parser(request)
     events = [e for ch in raw for e in parser.feed(ch)]
     events += parser.finish(stop)
     assert isinstance(events[-1], Finished)
     done = [e for e in events if isinstance(e, ToolCallDone)]
-    assert len(done) == 2
+    assert len(done) == len(calls)
     response = accumulate(events)
     same_calls(response.message.tool_calls, calls)
 

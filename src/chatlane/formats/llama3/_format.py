@@ -22,11 +22,12 @@ import operator
 import os
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from chatlane.errors import InputError, MessageError
 from chatlane.formats.base import ParsedOutput, Prompt
 from chatlane.formats.llama3 import prompts as P
+from chatlane.formats.llama3._cache import RenderCache, State
 from chatlane.formats.llama3.tokenizer import (
     _MAX_RUN_CHARS,
     BEGIN_OF_TEXT,
@@ -92,8 +93,6 @@ _SPECIAL_TEXT = {
     IMAGE_TOKEN: "<|image|>",
 }
 
-_CACHE_SIZE = 4096
-
 # How a Llama 3 control token is spelled (what a server tokenizing text reads as one).
 _CONTROL_SPELLING = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 
@@ -111,46 +110,7 @@ _HEADER_TEXT = {
 
 
 _Rendered: TypeAlias = tuple[str, Sequence[int]]
-"""A rendered part: its text and its tokens (a tuple, or a list that nothing changes once it
-is here, which saves a copy per message). A plain tuple rather than a NamedTuple: a prompt
-builds one per message, and a tuple subclass costs more to build than the tokens of a short
-message cost to look up."""
-
-
-_How: TypeAlias = tuple[bool, bool, frozenset[str] | None]
-"""How a message was rendered: (left open, tokenized, the hf profile's built-ins)."""
-
-
-class _State(NamedTuple):
-    """The last conversation rendered, to extend it when it grows."""
-
-    messages: tuple[Message, ...]
-    tools: tuple[Tool, ...]
-    tool_choice: str | None
-    tokenize: bool
-    parts: tuple[_Rendered, ...]
-    """Every part but the closing assistant header."""
-    builtins: frozenset[str] | None
-
-
-class _LastPrompt(NamedTuple):
-    # (a NamedTuple: built on every render, and cheaper than a frozen dataclass)
-    parts: list[_Rendered]
-    tokens: tuple[int, ...]
-    text: str
-    ends: list[tuple[int, int]]
-    """Where each part ends in ``tokens`` and ``text``: filled by the next render that
-    starts with some of these parts (a single render never needs them)."""
-
-
-def _same(a: object, b: object) -> bool:
-    # Cache owners are compared by identity (element by element for tuples): the cached
-    # objects are immutable, and identity is what makes a lookup cheap.
-    if a is b:
-        return True
-    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
-        return all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return False
+"""A rendered part: its text and its tokens (see `_cache`)."""
 
 
 class Llama3:
@@ -158,18 +118,26 @@ class Llama3:
 
     Args:
         version: ``"3.1"``, ``"3.2"`` or ``"3.3"``.
-        profile: ``"meta"`` (Meta's reference, the default) or ``"hf"`` (the Hugging Face
-            chat templates).
+        profile: ``"meta"`` (Meta's reference code, the default) or ``"hf"`` (the Hugging
+            Face chat templates).
         tool_format: how custom tools are offered and called: ``"json"``,
             ``"function_tag"`` (``<function=name>{...}</function>``, meta only) or
             ``"pythonic"`` (``[f(a=1)]``, the 3.2/3.3 zero-shot format, meta only).
         date: the ``Today Date`` of the system prompt: a `datetime.date` (written in the
             profile's style: ``21 September 2024`` or ``21 Sep 2024``) or a string used as
-            it is. None means today in the meta profile and the template's own default in the
-            hf profile. In the meta profile a conversation without tools gets the date block
-            only when a date is given (as on Meta's pages).
+            it is. None means today, or the template's own default in the hf profile.
         tools_in: where JSON tool definitions go: ``"user"`` (Meta's and the templates'
             default: a user message) or ``"system"``.
+        system_message_behavior: ``"append"`` (the caller's system text follows the
+            default system prompt) or ``"replace"`` (it replaces the 3.2/3.3 pythonic tool
+            prompt; ``{{ function_description }}`` in it marks where the function list
+            goes), as llama-stack's setting of that name.
+        vision: the 3.2 Vision models (11B, 90B): Meta's 3.1 prompt rules and, in the hf
+            profile, the Vision template (images as ``<|image|>``).
+        add_generation_prompt: end the prompt with the assistant header where the model's
+            answer begins (False: end after the last message, as transformers' option).
+        continue_final_message: leave a final assistant message open for the model to go on
+            with (None: when the conversation ends with one; False: close it).
         tokenizer: a `Llama3Tokenizer`, or a path to ``tokenizer.model``; by default the one
             of the installed ``llama-models`` package or ``$CHATLANE_LLAMA3_TOKENIZER``.
     """
@@ -184,6 +152,10 @@ class Llama3:
         date: _dt.date | str | None = None,
         *,
         tools_in: Literal["user", "system"] = "user",
+        system_message_behavior: Literal["append", "replace"] = "append",
+        vision: bool = False,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool | None = None,
         tokenizer: Llama3Tokenizer | str | os.PathLike[str] | None = None,
     ) -> None:
         if version not in ("3.1", "3.2", "3.3"):
@@ -201,6 +173,13 @@ class Llama3:
             )
         if tools_in not in ("user", "system"):
             raise InputError(f"tools_in must be 'user' or 'system', got {tools_in!r}")
+        if system_message_behavior not in ("append", "replace"):
+            raise InputError(
+                "system_message_behavior must be 'append' or 'replace', "
+                f"got {system_message_behavior!r}"
+            )
+        if vision and version != "3.2":
+            raise InputError(f"vision=True is for Llama 3.2 (the Vision models), not {version}")
         if date is not None and not isinstance(date, _dt.date | str):
             raise InputError(f"date must be a datetime.date or a str, got {type(date).__name__}")
         if isinstance(date, _dt.datetime):
@@ -210,27 +189,23 @@ class Llama3:
         self.tool_format: ToolFormat = tool_format
         self.date = date
         self.tools_in = tools_in
+        self.system_message_behavior = system_message_behavior
+        self.vision = bool(vision)
+        self.add_generation_prompt = bool(add_generation_prompt)
+        self.continue_final_message = continue_final_message
         self._tokenizer_arg = tokenizer
         self._tokenizer: Llama3Tokenizer | None = (
             tokenizer if isinstance(tokenizer, Llama3Tokenizer) else None
         )
-        # Rendered messages by identity (messages are immutable): re-rendering a conversation
-        # that grew by one turn tokenizes only the new turn.
-        self._cache: dict[tuple[Any, ...], tuple[object, _Rendered]] = {}
-        self._last: _LastPrompt | None = None
-        self._state: _State | None = None
-        # id(message) -> (the message, how it was rendered, the rendering)
-        self._messages: dict[int, tuple[Message, _How, _Rendered]] = {}
-        self._fixed: dict[tuple[str, bool], _Rendered] = {}
-        # Renderings not yet in _messages: (the messages, their renderings, how they were
-        # rendered), filed by the next render that looks there.
-        self._unfiled: list[tuple[Sequence[Message], list[_Rendered], _How]] = []
+        # Rendered parts by the identity of the immutable objects they came from: re-rendering
+        # a conversation that grew by one turn tokenizes only the new turn.
+        self._cache = RenderCache()
 
     # -- the PromptFormat protocol -------------------------------------------------------
 
     @property
     def name(self) -> str:
-        return f"llama{self.version}-{self.profile}"
+        return f"llama{self.version}{'-vision' if self.vision else ''}-{self.profile}"
 
     @property
     def tokenizer(self) -> Llama3Tokenizer:
@@ -270,109 +245,14 @@ class Llama3:
 
         It ends with the assistant header where the model's answer begins, or, when the
         conversation ends with an assistant message, inside that message (prefill: the model
-        continues it).
+        continues it); `add_generation_prompt` and `continue_final_message` change that.
         """
-        parts = self._render(request, tokenize=True)
-        # The previous prompt's parts that this one starts with (the same objects, from the
-        # cache) are copied from the previous prompt in one slice; only new parts are joined.
-        last = self._last
-        k = 0
-        if last is not None:
-            old = last.parts
-            n = min(len(old), len(parts))
-            while k < n and old[k] is parts[k]:
-                k += 1
-        # Extending a list slice by slice beats chain() item by item.
-        joined: list[int] = []
-        if k and last is not None:
-            ends = last.ends
-            if len(ends) < k:
-                # Where the previous prompt's parts end, counted now that they are needed.
-                t_end, x_end = ends[-1] if ends else (0, 0)
-                for text, tokens in last.parts[len(ends) :]:
-                    t_end += len(tokens)
-                    x_end += len(text)
-                    ends.append((t_end, x_end))
-            t_end, x_end = ends[k - 1]
-            new = parts[k:]
-            for _, tokens in new:
-                joined += tokens
-            token_tuple = last.tokens[:t_end] + tuple(joined)
-            text = last.text[:x_end] + "".join([part[0] for part in new])
-            ends = ends[:k]
-        else:
-            for _, tokens in parts:
-                joined += tokens
-            token_tuple = tuple(joined)
-            text = "".join([part[0] for part in parts])
-            ends = []
-        self._last = _LastPrompt(parts, token_tuple, text, ends)
-        return Prompt(text, token_tuple)
+        text, tokens = self._cache.join(self._render(request, tokenize=True))
+        return Prompt(text, tokens)
 
     def render_text(self, request: ChatRequest | Sequence[Message]) -> str:
         """The prompt's text alone (for servers that tokenize it themselves)."""
         return "".join([text for text, _ in self._render(request, tokenize=False)])
-
-    def _render(
-        self, request: ChatRequest | Sequence[Message], *, tokenize: bool
-    ) -> list[_Rendered]:
-        if not isinstance(request, ChatRequest):
-            request = ChatRequest.coerce(request)
-        messages = request.messages
-        tools = () if request.tool_choice == "none" else request.tools
-        state = self._state
-        grown = (
-            state is not None
-            and len(messages) >= len(state.messages)
-            and state.tokenize == tokenize
-            and state.tool_choice == request.tool_choice
-            and len(tools) == len(state.tools)
-            and all(map(operator.is_, tools, state.tools))
-            and all(map(operator.is_, state.messages, messages))
-        )
-        _check_order(messages, len(state.messages) if grown and state else 0)
-        prefill = messages[-1].role is _ASSISTANT
-        if prefill and messages[-1].tool_calls:
-            raise MessageError(
-                "the conversation ends with an assistant's tool calls; add their results "
-                "(tool messages) before asking the model to go on"
-            )
-        if grown and state is not None:
-            # The conversation grew from the last one rendered: render only the new turns.
-            out = list(state.parts)
-            self._render_messages(
-                out, messages[len(state.messages) :], prefill, tokenize, state.builtins, grown=True
-            )
-            self._remember(
-                messages, tools, request.tool_choice, tokenize, out, state.builtins, prefill
-            )
-            if not prefill:
-                out.append(self._fixed_part("assistant", tokenize))
-            return out
-        if self.profile == "meta":
-            return self._render_meta(messages, tools, request.tool_choice, prefill, tokenize)
-        return self._render_hf(messages, tools, request.tool_choice, prefill, tokenize)
-
-    def _remember(
-        self,
-        messages: tuple[Message, ...],
-        tools: Sequence[Tool],
-        tool_choice: str | None,
-        tokenize: bool,
-        parts: list[_Rendered],
-        builtins: frozenset[str] | None,
-        prefill: bool,
-    ) -> None:
-        # A conversation that ends with a prefill is not extended: its last message would
-        # be rendered differently (closed) in the next prompt.
-        has_turn = any(m.role is not _SYSTEM for m in messages)
-        self._state = (
-            None
-            if prefill or not has_turn
-            else _State(
-                tuple(messages), tuple(tools), tool_choice, tokenize, tuple(parts), builtins
-            )
-        )
 
     def render_completion(self, content: str | Sequence[str | Text | Image]) -> Prompt:
         """A base-model (text completion) prompt: ``<|begin_of_text|>`` and the content,
@@ -413,8 +293,409 @@ class Llama3:
     def __repr__(self) -> str:
         return (
             f"Llama3(version={self.version!r}, profile={self.profile!r}, "
-            f"tool_format={self.tool_format!r}, date={self.date!r})"
+            f"tool_format={self.tool_format!r}, date={self.date!r}"
+            + (", vision=True" if self.vision else "")
+            + (
+                f", system_message_behavior={self.system_message_behavior!r}"
+                if self.system_message_behavior != "append"
+                else ""
+            )
+            + ")"
         )
+
+    # -- the conversation ----------------------------------------------------------------
+
+    def _render(
+        self, request: ChatRequest | Sequence[Message], *, tokenize: bool
+    ) -> list[_Rendered]:
+        if not isinstance(request, ChatRequest):
+            request = ChatRequest.coerce(request)
+        messages = request.messages
+        if not messages:
+            raise MessageError("a Llama 3 prompt needs at least one message")
+        tools = () if request.tool_choice == "none" else request.tools
+        prefill = self._continues(messages)
+        context = self._context(messages, tools)
+        cache = self._cache
+        state = cache.state
+        grown = (
+            state is not None
+            and len(messages) >= len(state.messages)
+            and state.tokenize == tokenize
+            and state.tool_choice == request.tool_choice
+            and state.context == context
+            and len(tools) == len(state.tools)
+            and all(map(operator.is_, tools, state.tools))
+            and all(map(operator.is_, state.messages, messages))
+        )
+        _check_order(messages, len(state.messages) if grown and state else 0)
+        if state is not None and grown:
+            # The conversation grew from the last one rendered: render only the new turns.
+            out = list(state.parts)
+            rest: Sequence[Message] = messages[len(state.messages) :]
+        elif self.profile == "meta":
+            out, rest = self._meta_preamble(messages, tools, request.tool_choice, tokenize)
+        else:
+            out, rest = self._hf_preamble(messages, tools, context, tokenize)
+        self._render_messages(out, rest, prefill, tokenize, context, grown=grown)
+        # A conversation that ends open is not extended: its last message would be rendered
+        # differently (closed) in the next prompt.
+        cache.state = (
+            None
+            if prefill or not any(m.role is not _SYSTEM for m in messages)
+            else State(messages, tuple(tools), request.tool_choice, tokenize, tuple(out), context)
+        )
+        if not prefill and self.add_generation_prompt:
+            out.append(self._assistant_header(tokenize))
+        return out
+
+    def _continues(self, messages: Sequence[Message]) -> bool:
+        """Whether the prompt ends inside the final message (which the model continues)."""
+        final = messages[-1]
+        wanted = self.continue_final_message
+        if wanted is None:
+            wanted = final.role is _ASSISTANT
+        elif wanted and final.role is not _ASSISTANT:
+            raise MessageError(
+                "continue_final_message=True needs a conversation that ends with an "
+                f"assistant message; this one ends with a {final.role.value} message"
+            )
+        if wanted and final.tool_calls:
+            raise MessageError(
+                "the conversation ends with an assistant's tool calls; add their results "
+                "(tool messages) before asking the model to go on"
+            )
+        return wanted
+
+    def _context(self, messages: Sequence[Message], tools: Sequence[Tool]) -> Any:
+        """What the whole conversation decides about each message's rendering: nothing in
+        the meta profile; the built-ins the template knows, and whether an image appears (the
+        Vision template drops its system turn then), in the hf profile."""
+        if self.profile == "meta":
+            return None
+        builtins = frozenset(t.name for t in tools if t.builtin) if self.version != "3.2" else _NONE
+        images = self.vision and any(type(m.content) is not str and m.images for m in messages)
+        return (builtins, images)
+
+    def _render_messages(
+        self,
+        out: list[_Rendered],
+        messages: Sequence[Message],
+        prefill: bool,
+        tokenize: bool,
+        context: Any,
+        *,
+        grown: bool = False,
+    ) -> None:
+        """Append each message's rendering, from the cache where the same message object was
+        rendered the same way before. ``grown``: the messages are the new turns of the
+        conversation rendered last, which are not looked up.
+
+        New renderings are filed in the cache by the next render that looks there, not
+        here: a single render, and a conversation that only grows, never need them.
+        """
+        cache = self._cache
+        messages_cache = cache.messages
+        if cache.unfiled and (not grown or len(cache.unfiled) > 64):
+            cache.file_messages()
+        cache.make_room(len(messages))
+        # A first render (nothing cached yet) skips the lookups; a render that looks up files
+        # what it renders at once (the rest of the conversation is filed already).
+        lookup = bool(messages_cache) and not grown
+        append = out.append
+        render = self._render_message
+        closed = (False, tokenize, context)
+        # A prefilled last message (left open) is rendered after the loop.
+        body = messages[:-1] if prefill else messages
+        start = len(out)
+        rendered: _Rendered
+        if lookup:
+            get = messages_cache.get
+            for message in body:
+                hit = get(id(message))
+                if hit is not None and hit[0] is message and hit[1] == closed:
+                    append(hit[2])
+                    continue
+                rendered = render(message, False, tokenize, context)
+                append(rendered)
+                messages_cache[id(message)] = (message, closed, rendered)
+        else:
+            for message in body:
+                append(render(message, False, tokenize, context))
+            if body:
+                cache.unfiled.append((body, out[start:], closed))
+        if prefill:
+            message = messages[-1]
+            how = (True, tokenize, context)
+            hit = messages_cache.get(id(message))
+            if hit is not None and hit[0] is message and hit[1] == how:
+                rendered = hit[2]
+            else:
+                rendered = render(message, True, tokenize, context)
+                messages_cache[id(message)] = (message, how, rendered)
+            append(rendered)
+
+    # -- one rendering path per message kind ---------------------------------------------
+
+    def _render_message(
+        self, message: Message, continuing: bool, tokenize: bool, context: Any
+    ) -> _Rendered:
+        """One message: a turn of text (user, assistant, tool result), a turn with images,
+        or an assistant's tool calls. ``continuing``: leave it open."""
+        if message.tool_calls:
+            return self._encode(self._call_pieces(message, context), tokenize)
+        content = message.content
+        role = message.role
+        meta = self.profile == "meta"
+        if type(content) is not str:
+            if role is not _TOOL and (meta or self.vision):
+                return self._encode(self._image_pieces(message, continuing, meta), tokenize)
+            if message.images:
+                raise InputError(
+                    "the Hugging Face Llama 3.x text templates cannot render images; "
+                    "use vision=True (the 3.2 Vision template) or profile='meta'"
+                )
+            content = message.text
+        if role is _TOOL:
+            # The templates quote a tool result with tojson; Meta's code writes it as it is.
+            body = content if meta else P.hf_tool_content(content)
+        elif meta:
+            body = content
+        elif self.vision:
+            # The Vision template writes a message as it is; transformers ends a continued
+            # one where its stripped text ends.
+            body = content.rstrip() if continuing else content
+        else:
+            body = content.strip()
+        return self._turn(_META_ROLE[role], body, continuing, tokenize)
+
+    def _turn(self, name: str, body: str, continuing: bool, tokenize: bool) -> _Rendered:
+        """A header, text, and ``<|eot_id|>`` (not when continuing)."""
+        text = _HEADER_TEXT[name] + body + ("" if continuing else "<|eot_id|>")
+        if not tokenize:
+            return (text, ())
+        tokenizer = self._tokenizer or self.tokenizer
+        if self.profile == "hf" and body[:1].isspace():
+            # The header's blank line and the text are one text between two special tokens;
+            # tokenized apart they give the same ids only when the text starts with no space.
+            tokens = [START_HEADER, *tokenizer._fixed[name], END_HEADER]
+            tokens += tokenizer.encode("\n\n" + body)
+        else:
+            # meta: ChatFormat tokenizes the header's "\n\n" and the content apart.
+            # (Llama3Tokenizer.encode's test for the common case, inlined: every message of
+            # every render comes here. ASCII text of up to 25,000 characters without two of
+            # space, \t, \v, \f in a row takes the lookahead-free regex directly.)
+            if (
+                body.isascii()
+                and len(body) <= _MAX_RUN_CHARS
+                and "  " not in body
+                and "\t" not in body
+                and "\x0b" not in body
+                and "\x0c" not in body
+            ):
+                tokens = tokenizer._encode_plain(body) if body else []
+            else:
+                tokens = tokenizer.encode(body)
+            tokens[0:0] = tokenizer.header_tokens[name]
+        if not continuing:
+            tokens.append(END_OF_TURN)
+        return (text, tokens)
+
+    def _image_pieces(self, message: Message, continuing: bool, meta: bool) -> list[_Piece]:
+        """A message of text and image parts (``<|image|>`` for each image)."""
+        parts = _content_pieces(message, user_only=meta)
+        if continuing and not meta:
+            # transformers' continue_final_message ends the prompt after the stripped text of
+            # the message's last text part.
+            texts = [i for i, p in enumerate(parts) if isinstance(p, str)]
+            if texts:
+                parts = [*parts[: texts[-1]], str(parts[texts[-1]]).rstrip()]
+        pieces: list[_Piece] = [START_HEADER, _META_ROLE[message.role], END_HEADER, "\n\n"]
+        pieces += parts
+        if not continuing:
+            pieces.append(END_OF_TURN)
+        return pieces
+
+    def _call_pieces(self, message: Message, context: Any) -> list[_Piece]:
+        """An assistant's tool calls."""
+        calls = message.tool_calls
+        pieces: list[_Piece] = [START_HEADER, "assistant", END_HEADER, "\n\n"]
+        if self.profile == "meta":
+            # llama-models' ChatFormat: <|python_tag|> before a code_interpreter call only,
+            # the text, each call (tokenized apart), <|eom_id|> after built-in calls.
+            if calls[0].name == "code_interpreter":
+                pieces.append(PYTHON_TAG)
+            pieces += _content_pieces(message, user_only=True)
+            pieces += [self._meta_call(call) for call in calls]
+            builtin = not _BUILTIN_NAMES.isdisjoint([call.name for call in calls])
+            pieces.append(END_OF_MESSAGE if builtin else END_OF_TURN)
+            return pieces
+        if len(calls) != 1:
+            raise MessageError(
+                f"an assistant message holds {len(calls)} tool calls; the Hugging Face Llama "
+                "3.x templates take one per turn ('This model only supports single tool-calls "
+                "at once!'): use profile='meta' for parallel calls"
+            )
+        # The templates write the call alone (an assistant's text beside it is dropped).
+        builtins = context[0]
+        call = calls[0]
+        if call.name in builtins:
+            pieces += [PYTHON_TAG, P.hf_builtin_call(call)]
+        else:
+            pieces.append(P.hf_json_call(call))
+        pieces.append(END_OF_MESSAGE if builtins else END_OF_TURN)
+        return pieces
+
+    def _meta_call(self, call: ToolCall) -> str:
+        # llama-models' ToolUtils.encode_tool_call.
+        if call.name in _BUILTIN_NAMES:
+            return P.builtin_call(call)
+        if self.tool_format == "function_tag":
+            return P.function_tag_call(call)
+        if self.tool_format == "pythonic":
+            return "[" + P.pythonic_call(call) + "]"
+        return P.meta_json_call(call)
+
+    # -- preambles -----------------------------------------------------------------------
+
+    def _meta_preamble(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Tool],
+        tool_choice: str | None,
+        tokenize: bool,
+    ) -> tuple[list[_Rendered], Sequence[Message]]:
+        """``<|begin_of_text|>``, the system turn and the tool-definitions turn; and the
+        messages after them."""
+        system_msg = messages[0] if messages[0].role is _SYSTEM else None
+        system_text = None if system_msg is None else _text_only(system_msg, "a system message")
+        date = self._date_text("meta")
+        key = ("meta", system_text, tuple(map(id, tools)), tool_choice, date, tokenize)
+        part = self._cache.cached(
+            key,
+            (tuple(tools), system_msg),
+            lambda: self._encode(
+                self._meta_system(system_text, tools, tool_choice, date), tokenize
+            ),
+        )
+        return [self._bos(tokenize), part], messages[1:] if system_msg is not None else messages
+
+    def meta_system_messages(
+        self, system_text: str | None, tools: Sequence[Tool], tool_choice: str | None = None
+    ) -> list[tuple[str, str]]:
+        """The (role, text) messages the meta profile writes before the conversation: what
+        llama-stack's prompt adapter puts there."""
+        pieces = self._meta_system(system_text, tools, tool_choice, self._date_text("meta"))
+        return [
+            (str(pieces[i + 1]), str(pieces[i + 4]))
+            for i, piece in enumerate(pieces)
+            if piece == START_HEADER
+        ]
+
+    def _meta_system(
+        self, system_text: str | None, tools: Sequence[Tool], tool_choice: str | None, date: str
+    ) -> list[_Piece]:
+        # llama-stack 0.2.12, providers/utils/inference/prompt_adapter.py: 3.1 and 3.2 Vision
+        # take augment_messages_for_tools_llama_3_1 (JSON or function-tag tools in a user
+        # turn), 3.2 text and 3.3 augment_messages_for_tools_llama (the pythonic prompt in
+        # the system turn). Each refuses the other's tool formats; chatlane renders custom
+        # tools by the path of their format, and a conversation without them by the model's.
+        custom = [t for t in tools if not t.builtin]
+        choice = P.tool_choice_prompt(tool_choice)
+        if custom:
+            pythonic = self.tool_format == "pythonic"
+        else:
+            pythonic = self.version != "3.1" and not self.vision
+        if pythonic:
+            builtins = [t for t in tools if t.builtin]
+            sys = P.meta_builtin_block(builtins) + "\n" if builtins else ""
+            replace = self.system_message_behavior == "replace" and system_text
+            if custom:
+                sys += P.meta_pythonic_tools(custom, system_text if replace else None) + "\n"
+            if system_text is not None and not (custom and replace):
+                sys += system_text
+            if choice:
+                sys += "\n" + choice
+            return [*_HEADER_PIECES["system"], sys.strip("\n"), END_OF_TURN]
+        sys = P.meta_builtin_block(tools) + "\n" if tools else ""
+        sys += P.meta_system_default(date)
+        if custom and self.tools_in == "system":
+            # (chatlane's own option: no reference puts these tools into the system turn)
+            sys += "\n" + self._meta_custom_tools(custom)
+        if system_text is not None:
+            sys += "\n" + system_text
+        if choice:
+            sys += "\n" + choice
+        pieces: list[_Piece] = [*_HEADER_PIECES["system"], sys, END_OF_TURN]
+        if custom and self.tools_in == "user":
+            pieces += [*_HEADER_PIECES["user"], self._meta_custom_tools(custom), END_OF_TURN]
+        return pieces
+
+    def _meta_custom_tools(self, custom: Sequence[Tool]) -> str:
+        if self.tool_format == "function_tag":
+            return P.meta_function_tag_tools(custom)
+        return _segments(P.meta_json_tools_segments(custom))
+
+    def _hf_preamble(
+        self, messages: Sequence[Message], tools: Sequence[Tool], context: Any, tokenize: bool
+    ) -> tuple[list[_Rendered], Sequence[Message]]:
+        """The template's opening (``<|begin_of_text|>``, the system turn, the first user
+        message with the tools); and the messages after it."""
+        rest = list(messages)
+        system_msg = rest.pop(0) if rest[0].role is _SYSTEM else None
+        # The 3.1/3.3 templates know built-in tools by name; 3.2's list them as functions.
+        builtin_aware = self.version != "3.2"
+        custom = [t for t in tools if not (builtin_aware and t.builtin)]
+        first_msg: Message | None = None
+        if custom and self.tools_in == "user":
+            if not rest:
+                raise MessageError(
+                    "the Hugging Face templates put the tools into the first user message, "
+                    "and this conversation has none"
+                )
+            first_msg = rest.pop(0)
+        key = ("hf", id(system_msg), id(first_msg), tuple(map(id, tools)), context, tokenize)
+        part = self._cache.cached(
+            key,
+            (system_msg, first_msg, tuple(tools)),
+            lambda: self._encode(
+                self._hf_system(system_msg, first_msg, tools, custom, context[1]), tokenize
+            ),
+        )
+        return [part], rest
+
+    def _hf_system(
+        self,
+        system_msg: Message | None,
+        first_msg: Message | None,
+        tools: Sequence[Tool],
+        custom: Sequence[Tool],
+        images: bool,
+    ) -> list[_Piece]:
+        system_text = "" if system_msg is None else self._hf_text(system_msg, "a system message")
+        pieces: list[_Piece] = [BEGIN_OF_TEXT]
+        if images and system_text:
+            raise MessageError(
+                "the Llama 3.2 Vision template refuses a system message in a conversation "
+                "with images ('Prompting with images is incompatible with system messages.')"
+            )
+        if not images:
+            builtins = [t.name for t in tools if t.builtin] if self.version != "3.2" else []
+            sys = P.hf_system_text(
+                builtins, custom, self._date_text("hf"), tools_in_system=self.tools_in == "system"
+            )
+            pieces += [*_HEADER_PIECES["system"], sys + system_text, END_OF_TURN]
+        if first_msg is not None:
+            text = P.hf_user_tools_text(custom) + self._hf_text(first_msg, "the first user message")
+            pieces += [*_HEADER_PIECES["user"], text, END_OF_TURN]
+        return pieces
+
+    def _hf_text(self, message: Message, what: str) -> str:
+        # The templates trim the system and first user messages; the Vision template joins
+        # their text parts (dropping images) first.
+        if self.vision and type(message.content) is not str:
+            return "".join(p.text for p in message.content if isinstance(p, Text)).strip()
+        return _text_only(message, what).strip()
 
     # -- encoding ------------------------------------------------------------------------
 
@@ -459,34 +740,20 @@ class Llama3:
         # (the list as it is: nothing changes a rendered part's tokens)
         return ("".join(text), tokens)
 
-    def _cached(self, key: tuple[Any, ...], owner: object, build: Any, tokenize: bool) -> _Rendered:
-        key = (*key, tokenize)
-        hit = self._cache.get(key)
-        if hit is not None and _same(hit[0], owner):
-            return hit[1]
-        rendered = self._encode(build(), tokenize)
-        if len(self._cache) >= _CACHE_SIZE:
-            # Drop the oldest half: conversations that moved on.
-            for old in list(self._cache)[: _CACHE_SIZE // 2]:
-                self._cache.pop(old, None)
-        self._cache[key] = (owner, rendered)
-        return rendered
+    def _bos(self, tokenize: bool) -> _Rendered:
+        return self._cache.fixed_part(
+            "bos", tokenize, lambda: ("<|begin_of_text|>", (BEGIN_OF_TEXT,) if tokenize else ())
+        )
 
-    def _fixed_part(self, name: str, tokenize: bool) -> _Rendered:
-        # The same object every time, so that render() sees the prompts' common start.
-        part = self._fixed.get((name, tokenize))
-        if part is None:
-            if name == "bos":
-                part = ("<|begin_of_text|>", (BEGIN_OF_TEXT,) if tokenize else ())
-            else:
-                tokens = self.tokenizer.header_tokens[name] if tokenize else ()
-                part = (_HEADER_TEXT[name], tokens)
-            self._fixed[(name, tokenize)] = part
-        return part
-
-    @staticmethod
-    def _header(role: str) -> list[_Piece]:
-        return [START_HEADER, role, END_HEADER, "\n\n"]
+    def _assistant_header(self, tokenize: bool) -> _Rendered:
+        return self._cache.fixed_part(
+            "assistant",
+            tokenize,
+            lambda: (
+                _HEADER_TEXT["assistant"],
+                self.tokenizer.header_tokens["assistant"] if tokenize else (),
+            ),
+        )
 
     def _date_text(self, style: Literal["meta", "hf"]) -> str:
         date = self.date
@@ -499,465 +766,14 @@ class Llama3:
             date = _dt.date.today()
         return P.meta_date(date) if style == "meta" else P.hf_date(date)
 
-    def _render_messages(
-        self,
-        out: list[_Rendered],
-        messages: Sequence[Message],
-        prefill: bool,
-        tokenize: bool,
-        builtins: frozenset[str] | None,
-        *,
-        grown: bool = False,
-    ) -> None:
-        """Append each message's rendering, from the cache where the same message object was
-        rendered the same way before (this loop is what rendering a long conversation costs,
-        so it stays lean). ``grown``: the messages are the new turns of the conversation
-        rendered last, which are not looked up.
 
-        New renderings are filed in the cache by the next render that looks there, not
-        here: a single render, and a conversation that only grows, never need them.
-        """
-        cache = self._messages
-        if self._unfiled and (not grown or len(self._unfiled) > 64):
-            self._file_messages()
-        if len(cache) + len(messages) > _CACHE_SIZE:
-            # Drop the oldest: messages of conversations that moved on.
-            for old in list(cache)[
-                : max(len(cache) // 2, len(cache) + len(messages) - _CACHE_SIZE)
-            ]:
-                cache.pop(old, None)
-        # A first render (nothing cached yet) skips the lookups; a render that looks up files
-        # what it renders at once (the rest of the conversation is filed already).
-        lookup = bool(cache) and not grown
-        append = out.append
-        closed = (False, tokenize, builtins)
-        # A prefilled last message (left open) is rendered after the loop.
-        body = messages[:-1] if prefill else messages
-        start = len(out)
-        rendered: _Rendered
-        if builtins is None and tokenize:
-            # Plain meta messages, tokenized, are written here directly (a header, the
-            # text, <|eot_id|>: what _meta_message and _encode give them).
-            tokenizer = self.tokenizer
-            encode = tokenizer.encode
-            plain = tokenizer._encode_plain
-            head = tokenizer.header_tokens
-            heads = {
-                _USER: (_HEADER_TEXT["user"], head["user"]),
-                _ASSISTANT: (_HEADER_TEXT["assistant"], head["assistant"]),
-                _TOOL: (_HEADER_TEXT["ipython"], head["ipython"]),
-                _SYSTEM: (_HEADER_TEXT["system"], head["system"]),
-            }
-            json_calls = self.tool_format == "json"
-            json_call = P.meta_json_call
-            # (module globals as locals: this loop runs once per message)
-            max_run = _MAX_RUN_CHARS
-            eot = END_OF_TURN
-            builtin_names = _BUILTIN_NAMES
-            for message in body:
-                if lookup:
-                    hit = cache.get(id(message))
-                    if hit is not None and hit[0] is message and hit[1] == closed:
-                        append(hit[2])
-                        continue
-                content = message.content
-                if type(content) is str and not message.tool_calls:
-                    head_text, head_tokens = heads[message.role]
-                    # Llama3Tokenizer.encode, inlined for the common case: ASCII text of up
-                    # to 25,000 characters without two of space, \t, \v, \f in a row.
-                    if (
-                        content.isascii()
-                        and len(content) <= max_run
-                        and "  " not in content
-                        and "\t" not in content
-                        and "\x0b" not in content
-                        and "\x0c" not in content
-                    ):
-                        tokens = plain(content)
-                    else:
-                        tokens = encode(content)
-                    tokens[0:0] = head_tokens
-                    tokens.append(eot)
-                    rendered = (f"{head_text}{content}<|eot_id|>", tokens)
-                elif (
-                    json_calls
-                    and type(content) is str
-                    and builtin_names.isdisjoint([call.name for call in message.tool_calls])
-                ):
-                    # An assistant's JSON tool calls, none to a built-in tool (what
-                    # _meta_json_calls gives them: a header, the text, each call tokenized
-                    # on its own, <|eot_id|>).
-                    head_text, head_tokens = heads[message.role]
-                    tokens = [*head_tokens]
-                    if content:
-                        tokens += encode(content)
-                    texts = [head_text, content]
-                    for call in message.tool_calls:
-                        piece = json_call(call)
-                        texts.append(piece)
-                        # (valid arguments are written by json.dumps: ASCII, controls
-                        # escaped; encode's test for the lookahead-free regex leaves only the
-                        # double space to look for)
-                        if (
-                            call.arguments_error is None
-                            and "  " not in piece
-                            and len(piece) <= max_run
-                            and piece.isascii()
-                        ):
-                            tokens += plain(piece)
-                        else:
-                            tokens += encode(piece)
-                    texts.append("<|eot_id|>")
-                    tokens.append(eot)
-                    rendered = ("".join(texts), tokens)
-                else:
-                    rendered = self._render_message(message, False, tokenize, builtins)
-                append(rendered)
-                if lookup:
-                    cache[id(message)] = (message, closed, rendered)
-        else:
-            for message in body:
-                if lookup:
-                    hit = cache.get(id(message))
-                    if hit is not None and hit[0] is message and hit[1] == closed:
-                        append(hit[2])
-                        continue
-                rendered = self._render_message(message, False, tokenize, builtins)
-                append(rendered)
-                if lookup:
-                    cache[id(message)] = (message, closed, rendered)
-        if not lookup and body:
-            self._unfiled.append((body, out[start:], closed))
-        if prefill:
-            message = messages[-1]
-            how = (True, tokenize, builtins)
-            hit = cache.get(id(message))
-            if hit is not None and hit[0] is message and hit[1] == how:
-                rendered = hit[2]
-            else:
-                rendered = self._render_message(message, True, tokenize, builtins)
-                cache[id(message)] = (message, how, rendered)
-            append(rendered)
-
-    def _file_messages(self) -> None:
-        # File the renderings of earlier renders in the cache (see _render_messages).
-        cache = self._messages
-        for body, parts, how in self._unfiled:
-            for message, rendered in zip(body, parts, strict=True):
-                cache[id(message)] = (message, how, rendered)
-        self._unfiled.clear()
-
-    def _render_message(
-        self, message: Message, continuing: bool, tokenize: bool, builtins: frozenset[str] | None
-    ) -> _Rendered:
-        """One message's rendering (``builtins`` is None in the meta profile)."""
-        content = message.content
-        if builtins is not None:
-            return self._encode(self._hf_message(message, continuing, builtins), tokenize)
-        if type(content) is not str:
-            return self._encode(self._meta_message(message, continuing), tokenize)
-        if message.tool_calls:
-            if self.tool_format == "json":
-                return self._meta_json_calls(message, continuing, tokenize)
-            return self._encode(self._meta_message(message, continuing), tokenize)
-        name = _META_ROLE[message.role]
-        text = _HEADER_TEXT[name] + content + ("" if continuing else "<|eot_id|>")
-        if not tokenize:
-            return (text, ())
-        tokens = [*self.tokenizer.header_tokens[name]]
-        if content:
-            tokens += self.tokenizer.encode(content)
-        if not continuing:
-            tokens.append(END_OF_TURN)
-        return (text, tokens)
-
-    # -- meta ----------------------------------------------------------------------------
-
-    def _render_meta(
-        self,
-        messages: Sequence[Message],
-        tools: Sequence[Tool],
-        tool_choice: str | None,
-        prefill: bool,
-        tokenize: bool,
-    ) -> list[_Rendered]:
-        out = [self._fixed_part("bos", tokenize)]
-        rest = list(messages)
-        system_text: str | None = None
-        system_msg: Message | None = None
-        if rest and rest[0].role is Role.SYSTEM:
-            system_msg = rest.pop(0)
-            system_text = _text_only(system_msg, "a system message")
-        key = (
-            "meta-preamble",
-            system_text,
-            tuple(map(id, tools)),
-            tool_choice,
-            self._date_text("meta"),
-        )
-        out.append(
-            self._cached(
-                key,
-                (tuple(tools), system_msg),
-                lambda: self._meta_preamble(system_text, tools, tool_choice),
-                tokenize,
-            )
-        )
-        self._render_messages(out, rest, prefill, tokenize, None)
-        self._remember(tuple(messages), tools, tool_choice, tokenize, out, None, prefill)
-        if not prefill:
-            out.append(self._fixed_part("assistant", tokenize))
-        return out
-
-    def _meta_preamble(
-        self, system_text: str | None, tools: Sequence[Tool], tool_choice: str | None
-    ) -> list[_Piece]:
-        builtins = [t for t in tools if t.builtin]
-        custom = [t for t in tools if not t.builtin]
-        choice = P.tool_choice_prompt(tool_choice if tools else None)
-        pieces: list[_Piece] = []
-        if custom and self.tool_format == "pythonic":
-            # llama-stack's 3.2 system prompt: built-in block, the function list, then the
-            # caller's system text; no date unless one is given.
-            sys = ""
-            if self.date is not None:
-                sys += f"{P.KNOWLEDGE_CUTOFF}\nToday Date: {self._date_text('meta')}\n\n"
-            if builtins:
-                sys += P.meta_builtin_block(tools, environment=True) + "\n"
-            sys += P.meta_pythonic_tools(custom) + "\n"
-            if system_text:
-                sys += system_text
-            if choice:
-                sys += "\n" + choice
-            sys = sys.strip("\n")
-            pieces += [*self._header("system"), sys, END_OF_TURN]
-            return pieces
-        if tools or self.date is not None:
-            # llama-models' recommended system message (the 3.1 pages): tools block, the
-            # knowledge and today dates, the caller's instruction, a closing newline.
-            sys = ""
-            if tools:
-                sys += P.meta_builtin_block(tools, environment=True) + "\n"
-            sys += f"{P.KNOWLEDGE_CUTOFF}\nToday Date: {self._date_text('meta')}"
-            if custom and self.tools_in == "system":
-                sys += "\n\n" + self._meta_custom_tools(custom)
-            if system_text:
-                sys += "\n\n" + system_text
-            if choice:
-                sys += "\n\n" + choice
-            sys += "\n"
-            pieces += [*self._header("system"), sys, END_OF_TURN]
-            if custom and self.tools_in == "user":
-                pieces += [*self._header("user"), self._meta_custom_tools(custom), END_OF_TURN]
-            return pieces
-        if system_text is not None:
-            pieces += [*self._header("system"), system_text, END_OF_TURN]
-        return pieces
-
-    def _meta_custom_tools(self, custom: Sequence[Tool]) -> str:
-        if self.tool_format == "function_tag":
-            return P.meta_function_tag_tools(custom)
-        if self.tool_format == "pythonic":
-            return P.meta_pythonic_tools(custom)
-        return _segments(P.meta_json_tools_segments(custom))
-
-    def _meta_message(self, message: Message, continuing: bool) -> list[_Piece]:
-        role = "ipython" if message.role is _TOOL else message.role.value
-        pieces: list[_Piece] = self._header(role)
-        calls = message.tool_calls
-        builtin_first = bool(calls) and calls[0].name in P.BUILTIN_NAMES
-        # Meta's pages put <|python_tag|> before built-in calls (ChatFormat 0.3.0 keeps it
-        # only for code_interpreter) and before 3.2's pythonic lists.
-        if builtin_first or (calls and self.tool_format == "pythonic" and self.version != "3.1"):
-            pieces.append(PYTHON_TAG)
-        pieces += _content_pieces(message)
-        if calls:
-            if self.tool_format == "pythonic" and not builtin_first:
-                # One list for all the calls of a turn, as the models write them.
-                custom = [c for c in calls if c.name not in P.BUILTIN_NAMES]
-                pieces.append("[" + ", ".join(P.pythonic_call(c) for c in custom) + "]")
-                pieces += [P.builtin_call(c) for c in calls if c.name in P.BUILTIN_NAMES]
-            else:
-                for call in calls:
-                    pieces.append(self._meta_call(call))
-        if continuing:
-            return pieces
-        eom = any(c.name in P.BUILTIN_NAMES for c in calls)
-        pieces.append(END_OF_MESSAGE if eom else END_OF_TURN)
-        return pieces
-
-    def _meta_json_calls(self, message: Message, continuing: bool, tokenize: bool) -> _Rendered:
-        """`_meta_message` for a text message with JSON tool calls, written directly (what
-        it gives them: a header, the text, each call tokenized on its own, the end)."""
-        calls = message.tool_calls
-        name = _META_ROLE[message.role]
-        content = message.content
-        assert isinstance(content, str)
-        if calls[0].name in P.BUILTIN_NAMES:
-            return self._encode(self._meta_message(message, continuing), tokenize)
-        builtin = False
-        texts = []
-        for call in calls:
-            if call.name in P.BUILTIN_NAMES:
-                builtin = True
-                texts.append(P.builtin_call(call))
-            else:
-                texts.append(P.meta_json_call(call))
-        end = "" if continuing else "<|eom_id|>" if builtin else "<|eot_id|>"
-        text = _HEADER_TEXT[name] + content + "".join(texts) + end
-        if not tokenize:
-            return (text, ())
-        tokenizer = self.tokenizer
-        encode = tokenizer.encode
-        tokens = [*tokenizer.header_tokens[name]]
-        if content:
-            tokens += encode(content)
-        for piece in texts:
-            if piece:
-                tokens += encode(piece)
-        if not continuing:
-            tokens.append(END_OF_MESSAGE if builtin else END_OF_TURN)
-        return (text, tokens)
-
-    def _meta_call(self, call: ToolCall) -> str:
-        if call.name in P.BUILTIN_NAMES:
-            return P.builtin_call(call)
-        if self.tool_format == "function_tag":
-            return P.function_tag_call(call)
-        if self.tool_format == "pythonic":
-            return "[" + P.pythonic_call(call) + "]"
-        return P.meta_json_call(call)
-
-    # -- hf ------------------------------------------------------------------------------
-
-    def _render_hf(
-        self,
-        messages: Sequence[Message],
-        tools: Sequence[Tool],
-        tool_choice: str | None,
-        prefill: bool,
-        tokenize: bool,
-    ) -> list[_Rendered]:
-        rest = list(messages)
-        system_msg = rest.pop(0) if rest and rest[0].role is _SYSTEM else None
-        # The 3.1/3.3 templates know built-in tools by name; 3.2's lists them as functions.
-        builtin_aware = self.version != "3.2"
-        builtins = [t.name for t in tools if t.builtin] if builtin_aware else []
-        custom = [t for t in tools if not (builtin_aware and t.builtin)]
-        first_msg: Message | None = None
-        if custom and self.tools_in == "user":
-            if not rest:
-                raise MessageError(
-                    "the Hugging Face templates put the tools into the first user message, "
-                    "and this conversation has none"
-                )
-            first_msg = rest.pop(0)
-        key = (
-            "hf-preamble",
-            id(system_msg),
-            id(first_msg),
-            tuple(id(t) for t in tools),
-            tool_choice,
-        )
-        out = [
-            self._cached(
-                key,
-                (system_msg, first_msg, tuple(tools)),
-                lambda: self._hf_preamble(
-                    system_msg, first_msg, tools, builtins, custom, tool_choice
-                ),
-                tokenize,
-            )
-        ]
-        builtin_set = frozenset(builtins)
-        self._render_messages(out, rest, prefill, tokenize, builtin_set)
-        self._remember(tuple(messages), tools, tool_choice, tokenize, out, builtin_set, prefill)
-        if not prefill:
-            out.append(self._fixed_part("assistant", tokenize))
-        return out
-
-    def _hf_preamble(
-        self,
-        system_msg: Message | None,
-        first_msg: Message | None,
-        tools: Sequence[Tool],
-        builtins: Sequence[str],
-        custom: Sequence[Tool],
-        tool_choice: str | None,
-    ) -> list[_Piece]:
-        system_text = (
-            "" if system_msg is None else _text_only(system_msg, "a system message").strip()
-        )
-        sys = ""
-        if builtins or custom:
-            sys += "Environment: ipython\n"
-        if builtins:
-            sys += "Tools: " + ", ".join(n for n in builtins if n != "code_interpreter") + "\n\n"
-        sys += f"{P.KNOWLEDGE_CUTOFF}\nToday Date: {self._date_text('hf')}\n\n"
-        if custom and self.tools_in == "system":
-            sys += (
-                "You have access to the following functions. To call a function, please "
-                "respond with JSON for a function call." + P.HF_TOOLS_INSTRUCTION
-            )
-            sys += P.hf_tools_text(custom)
-        sys += system_text
-        choice = P.tool_choice_prompt(tool_choice if tools else None)
-        if choice:
-            sys += ("\n\n" if system_text else "") + choice
-        pieces: list[_Piece] = [BEGIN_OF_TEXT, *self._header("system"), sys, END_OF_TURN]
-        if first_msg is not None:
-            text = (
-                "Given the following functions, please respond with a JSON for a function call "
-                "with its proper arguments that best answers the given prompt.\n\n"
-                + P.HF_TOOLS_INSTRUCTION
-                + P.hf_tools_text(custom)
-                + _text_only(first_msg, "the first user message").strip()
-            )
-            pieces += [*self._header("user"), text, END_OF_TURN]
-        return pieces
-
-    def _hf_message(
-        self, message: Message, continuing: bool, builtins: frozenset[str]
-    ) -> list[_Piece]:
-        if message.role is _TOOL:
-            body: list[_Piece] = [P.hf_tool_content(_text_only(message, "a tool result"))]
-            pieces = [*self._header("ipython"), *body]
-        elif message.tool_calls:
-            pieces = self._header("assistant")
-            # The templates drop an assistant's text beside its calls; chatlane keeps it.
-            if message.text.strip():
-                pieces.append(message.text.strip())
-            rendered: list[str] = []
-            tagged = False
-            for call in message.tool_calls:
-                if call.name in builtins:
-                    tagged = tagged or not rendered
-                    rendered.append(P.hf_builtin_call(call))
-                else:
-                    rendered.append(P.hf_json_call(call))
-            if tagged:
-                pieces.append(PYTHON_TAG)
-            # The templates accept one call per turn; several are joined with "; ", the
-            # separator the Llama JSON tool parsers (vLLM's llama3_json) split on.
-            pieces.append("; ".join(rendered))
-            if continuing:
-                return pieces
-            pieces.append(END_OF_MESSAGE if builtins else END_OF_TURN)
-            return pieces
-        else:
-            if message.images:
-                raise InputError(
-                    "the Hugging Face Llama 3.x text templates cannot render images; "
-                    "use profile='meta' (which writes <|image|>)"
-                )
-            pieces = [*self._header(message.role.value), message.text.strip()]
-        if continuing:
-            return pieces
-        pieces.append(END_OF_TURN)
-        return pieces
+_HEADER_PIECES: dict[str, list[_Piece]] = {
+    name: [START_HEADER, name, END_HEADER, "\n\n"] for name in ("system", "user")
+}
+_NONE: frozenset[str] = frozenset()
 
 
-def _content_pieces(message: Message) -> list[_Piece]:
+def _content_pieces(message: Message, *, user_only: bool) -> list[_Piece]:
     if isinstance(message.content, str):
         return [message.content] if message.content else []
     pieces: list[_Piece] = []
@@ -965,7 +781,7 @@ def _content_pieces(message: Message) -> list[_Piece]:
         if isinstance(part, Text):
             pieces.append(part.text)
         else:
-            if message.role is not Role.USER:
+            if user_only and message.role is not Role.USER:
                 raise MessageError(
                     f"only user messages can hold images in a Llama 3.2 prompt, not {message.role.value}"
                 )

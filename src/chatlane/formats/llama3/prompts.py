@@ -18,6 +18,7 @@ import contextlib
 import datetime as _dt
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -119,16 +120,10 @@ def jinja_tojson(value: Any) -> str:
     return text
 
 
-def _param_type(schema: Mapping[str, Any]) -> str:
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kinds = [k for k in kind if k != "null"] or kind
-        kind = kinds[0] if kinds else None
-    if isinstance(kind, str):
-        return kind
-    if "enum" in schema:
-        return "string"
-    return "object" if "properties" in schema else "any"
+def param_type(schema: Mapping[str, Any]) -> str:
+    """A parameter's type as llama-stack's tool definitions carry it: ``str()`` of the
+    schema's ``type`` (``"None"`` when it has none), as its OpenAI adapter converts them."""
+    return str(schema.get("type"))
 
 
 def _properties(tool: Tool) -> list[tuple[str, Mapping[str, Any], bool]]:
@@ -148,11 +143,14 @@ def _properties(tool: Tool) -> list[tuple[str, Mapping[str, Any], bool]]:
 # -- meta: tool definitions -----------------------------------------------------------------
 
 
-def meta_builtin_block(tools: Sequence[Tool], *, environment: bool) -> str:
-    """llama-models' BuiltinToolGenerator: ``Environment: ipython`` and the ``Tools:`` line
-    (code_interpreter is implied by the environment and never listed)."""
-    if not environment:
-        return ""
+def meta_system_default(date: str) -> str:
+    """llama-stack's SystemDefaultGenerator: the knowledge cutoff and today's date."""
+    return f"{KNOWLEDGE_CUTOFF}\nToday Date: {date}"
+
+
+def meta_builtin_block(tools: Sequence[Tool]) -> str:
+    """llama-stack's BuiltinToolGenerator: ``Environment: ipython`` and, for the built-ins
+    but code_interpreter (implied by the environment), a ``Tools:`` line."""
     listed = [t.name for t in tools if t.builtin and t.name != "code_interpreter"]
     if listed:
         return "Environment: ipython\nTools: " + ", ".join(listed)
@@ -234,7 +232,8 @@ def meta_json_tools_segments(tools: Sequence[Tool]) -> list[str]:
         append(fixed)
         append(f" {_encode_str(tool.name)},\n")
         append(_JSON_DESCRIPTION)
-        append(f" {_encode_str(tool.description or '')},\n")
+        # (a missing description is written "None", as the template's {{tdesc}} writes it)
+        append(f" {_encode_str(str(tool.description))},\n")
         fixed = _PARAMETERS_OPEN if props else _PARAMETERS_REQUIRED
         names = []
         for name, schema in props.items():
@@ -243,9 +242,9 @@ def meta_json_tools_segments(tools: Sequence[Tool]) -> list[str]:
             append(_JSON_PROPERTY_TYPE)
             # (the dict test first: an isinstance against the Mapping ABC is slow)
             description = (
-                schema.get("description", "")
+                schema.get("description")
                 if type(schema) is dict or isinstance(schema, Mapping)
-                else ""
+                else None
             )
             append(f" {_encode_str(str(description))}\n")
             fixed = _PROPERTY_NEXT
@@ -267,12 +266,12 @@ def meta_function_tag_tools(tools: Sequence[Tool]) -> str:
         params = {
             name: {
                 "description": schema.get("description"),
-                "param_type": _param_type(schema),
+                "param_type": param_type(schema),
                 "required": required,
             }
             for name, schema, required in _properties(tool)
         }
-        desc = json_inner(tool.description or "")
+        desc = json_inner(str(tool.description))
         name = json_inner(tool.name)
         out.append(
             f"Use the function '{name}' to '{desc}':\n"
@@ -294,50 +293,78 @@ def meta_function_tag_tools(tools: Sequence[Tool]) -> str:
     return "".join(out)
 
 
-PYTHONIC_PREAMBLE = (
+PYTHONIC_PROMPT = (
+    "You are a helpful assistant. You have access to functions, but you should only use them if they are required.\n"
     "You are an expert in composing functions. You are given a question and a set of possible functions.\n"
-    "Based on the question, you will need to make one or more function/tool calls to achieve the purpose.\n"
-    "If none of the function can be used, point it out. If the given question lacks the parameters required by the function,\n"
-    "also point it out. You should only return the function call in tools call sections.\n"
+    "Based on the question, you may or may not need to make one function/tool call to achieve the purpose.\n"
+    "\n"
+    "If you decide to invoke any of the function(s), you MUST put it in the format of [func_name1(params_name1=params_value1, params_name2=params_value2...), func_name2(params)]\n"
+    "If you decide to invoke a function, you SHOULD NOT include any other text in the response. besides the function call in the above format.\n"
+    "For a boolean parameter, be sure to use `True` or `False` (capitalized) for the value.\n"
+    "\n"
     "\n"
 )
+"""llama-stack's PythonListCustomToolGenerator.DEFAULT_PROMPT, before its function list."""
+
+_PLACEHOLDER = re.compile(r"\{\{\s*function_description\s*\}\}")
 
 
-def meta_pythonic_tools(tools: Sequence[Tool]) -> str:
-    """llama-models' PythonListCustomToolGenerator (the 3.2/3.3 zero-shot prompt)."""
-    listed = []
+def meta_pythonic_tools(tools: Sequence[Tool], system_text: str | None = None) -> str:
+    """llama-stack's PythonListCustomToolGenerator (the 3.2/3.3 system prompt): its default
+    prompt and the function list, or, for ``system_message_behavior="replace"``, the
+    caller's system text with the list where it says ``{{ function_description }}``.
+
+    llama-stack renders that text as a Jinja template; chatlane substitutes the placeholder
+    alone (other template syntax stays text) and does what Jinja does to a template's text:
+    line breaks become ``\\n`` and one trailing line break is dropped.
+    """
+    listed = _pythonic_function_list(tools)
+    if system_text is None:
+        return PYTHONIC_PROMPT + listed
+    text = system_text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.endswith("\n"):
+        text = text[:-1]
+    return _PLACEHOLDER.sub(lambda _: listed, text)
+
+
+def _pythonic_function_list(tools: Sequence[Tool]) -> str:
+    # PythonListCustomToolGenerator._gen_function_description, written out: its JSON is
+    # built by hand in the template (values inserted raw; chatlane escapes what would end
+    # a string early).
+    entries = []
     for tool in tools:
-        props: dict[str, Any] = {}
-        for name, schema, _ in _properties(tool):
-            entry: dict[str, Any] = {
-                "type": _param_type(schema),
-                "description": schema.get("description", ""),
-            }
-            if schema.get("default") is not None:
-                entry["default"] = schema["default"]
-            for key, value in schema.items():
-                if key not in ("type", "description", "default"):
-                    entry[key] = value
-            props[name] = entry
-        listed.append(
-            {
-                "name": tool.name,
-                "description": tool.description or "",
-                "parameters": {
-                    "type": "dict",
-                    "required": [name for name, _, req in _properties(tool) if req],
-                    "properties": props,
-                },
-            }
+        props = []
+        required = []
+        for name, schema, req in _properties(tool):
+            if req:
+                required.append(name)
+            default = schema.get("default")
+            prop = (
+                f'                "{json_inner(name)}": {{\n'
+                f'                    "type": "{json_inner(param_type(schema))}",\n'
+                f'                    "description": "{json_inner(str(schema.get("description")))}"'
+            )
+            if default:
+                prop += f',\n                    "default": "{json_inner(str(default))}"'
+            props.append(prop + "\n                }")
+        entries.append(
+            "{\n"
+            f'        "name": "{json_inner(tool.name)}",\n'
+            f'        "description": "{json_inner(str(tool.description))}",\n'
+            '        "parameters": {\n'
+            '            "type": "dict",\n'
+            f'            "required": {jinja_tojson(required)},\n'
+            '            "properties": {' + ",".join("\n" + p for p in props) + "\n"
+            "            }\n"
+            "        }\n"
+            "    }"
         )
     return (
-        PYTHONIC_PREAMBLE
-        + "If you decide to invoke any of the function(s), you MUST put it in the format of "
-        "[func_name1(params_name1=params_value1, params_name2=params_value2...), func_name2(params)]\n"
-        "You SHOULD NOT include any other text in the response.\n"
-        "\n"
-        "Here is a list of functions in JSON format that you can invoke.\n"
-        "\n" + dumps_indented(listed, "    ")
+        "Here is a list of functions in JSON format that you can invoke.\n\n[\n    "
+        + ",\n    ".join(entries)
+        + "\n]\n\n"
+        "You can answer general questions or invoke tools when necessary.\n"
+        "In addition to tool calls, you should also augment your responses by using the tool outputs."
     )
 
 
@@ -492,6 +519,35 @@ def hf_tools_text(tools: Sequence[Tool]) -> str:
     return "".join(hf_tojson(hf_tool_definition(t), indent=4) + "\n\n" for t in tools)
 
 
+def hf_system_text(
+    builtins: Sequence[str], custom: Sequence[Tool], date: str, *, tools_in_system: bool
+) -> str:
+    """The templates' system text before the caller's: the environment and built-in lines,
+    the date block and (``tools_in_user_message=false``) the tool definitions."""
+    text = ""
+    if builtins or custom:
+        text += "Environment: ipython\n"
+    if builtins:
+        text += "Tools: " + ", ".join(n for n in builtins if n != "code_interpreter") + "\n\n"
+    text += f"{KNOWLEDGE_CUTOFF}\nToday Date: {date}\n\n"
+    if custom and tools_in_system:
+        text += (
+            "You have access to the following functions. To call a function, please "
+            "respond with JSON for a function call." + HF_TOOLS_INSTRUCTION + hf_tools_text(custom)
+        )
+    return text
+
+
+def hf_user_tools_text(custom: Sequence[Tool]) -> str:
+    """The templates' tool definitions before the first user message's text."""
+    return (
+        "Given the following functions, please respond with a JSON for a function call "
+        "with its proper arguments that best answers the given prompt.\n\n"
+        + HF_TOOLS_INSTRUCTION
+        + hf_tools_text(custom)
+    )
+
+
 def hf_json_call(call: ToolCall) -> str:
     args, raw = call_arguments(call)
     text = raw if args is None else hf_tojson(dict(args))
@@ -512,16 +568,7 @@ def hf_builtin_call(call: ToolCall) -> str:
 
 
 def hf_tool_content(text: str) -> str:
-    """A tool result as the templates write it: a JSON object or array (chatlane keeps tool
-    results as text; transformers would get the dict) or else the string as a JSON string
-    (the templates' ``content is iterable`` test is true for strings too)."""
-    stripped = text.strip()
-    if stripped[:1] in ("{", "["):
-        try:
-            value = json.loads(stripped)
-        except ValueError:
-            pass
-        else:
-            if isinstance(value, dict | list):
-                return hf_tojson(value)
+    """A tool result as the templates write it: the result's text through ``tojson``
+    (the templates' ``content is iterable`` test is true for a string, and a chat endpoint
+    hands the template the result as the string it received)."""
     return hf_tojson(text)
