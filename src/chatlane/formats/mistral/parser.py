@@ -297,9 +297,12 @@ class MistralStreamParser:
                 buffer = self._name if mode is _Mode.NAME else self._call_id
                 m = run.match(s, i)
                 if m is not None:
-                    buffer.append(m.group())
-                    self._raw.append(m.group())
-                    i = m.end()
+                    # Take no more than one character past the limit, so that where a too
+                    # long name is cut does not depend on how the text was split.
+                    taken = m.group()[: _MAX_NAME + 1 - sum(map(len, buffer))]
+                    buffer.append(taken)
+                    self._raw.append(taken)
+                    i += len(taken)
                     if sum(map(len, buffer)) > _MAX_NAME:
                         self._malformed_call("the name or id is too long", events)
                     continue
