@@ -56,7 +56,8 @@ def test_v11_call_with_and_without_call_id() -> None:
     ]
     assert out.tool_calls[0].id == "call00001"
     assert out.tool_calls[0].raw_arguments == '{"city": "Paris"}'
-    assert out.content == "" and out.stop_sequence == "</s>"
+    assert out.content == ""
+    assert out.stop_sequence == "</s>"
     assert out.finish_reason is FinishReason.TOOL_CALLS
     out = whole(
         '[TOOL_CALLS]f[CALL_ID]abcDEF123[ARGS]{}[TOOL_CALLS]g[CALL_ID]xyz987QRS[ARGS]{"a": [1, {"b": "}"}]}'
@@ -82,7 +83,8 @@ def test_generated_ids_follow_mistral_rule() -> None:
         '[TOOL_CALLS]f[ARGS]{}[TOOL_CALLS][{"name": "g", "arguments": {}, "id": "bad"}]'
     )
     for call in out.tool_calls:
-        assert len(call.id) == 9 and call.id.isalnum()
+        assert len(call.id) == 9
+        assert call.id.isalnum()
 
 
 def test_reasoning_is_kept_apart() -> None:
@@ -100,14 +102,17 @@ def test_reasoning_is_kept_apart() -> None:
 
 def test_call_after_reasoning_and_call_inside_unclosed_reasoning() -> None:
     out = whole('[THINK]need weather[/THINK][TOOL_CALLS]w[ARGS]{"c": "x"}</s>')
-    assert out.reasoning == "need weather" and [c.name for c in out.tool_calls] == ["w"]
+    assert out.reasoning == "need weather"
+    assert [c.name for c in out.tool_calls] == ["w"]
     out = whole('[THINK]need weather[TOOL_CALLS]w[ARGS]{"c": "x"}')
-    assert out.reasoning == "need weather" and [c.name for c in out.tool_calls] == ["w"]
+    assert out.reasoning == "need weather"
+    assert [c.name for c in out.tool_calls] == ["w"]
 
 
 def test_text_after_the_stop_token_is_not_part_of_the_turn() -> None:
     out = whole("Hello</s>[INST] more")
-    assert out.content == "Hello" and out.stop_sequence == "</s>"
+    assert out.content == "Hello"
+    assert out.stop_sequence == "</s>"
 
 
 def test_plain_text_is_released_at_once() -> None:
@@ -151,9 +156,11 @@ def test_a_malformed_call_in_the_middle_is_text_and_the_stream_goes_on(bad: str)
     out = whole(raw)
     assert [c.name for c in out.tool_calls] == ["ok"]
     assert out.content == f"Before. {bad} After."
-    assert len(out.malformed_calls) == 1 and out.malformed_calls[0].reason
+    assert len(out.malformed_calls) == 1
+    assert out.malformed_calls[0].reason
     malformed = out.malformed_calls[0].raw
-    assert malformed.startswith("[TOOL_CALLS]") and bad.startswith(malformed)
+    assert malformed.startswith("[TOOL_CALLS]")
+    assert bad.startswith(malformed)
     for split in (list(raw), [raw[:9], raw[9:20], raw[20:]]):
         _, streamed = stream(split)
         assert streamed == out
@@ -162,17 +169,20 @@ def test_a_malformed_call_in_the_middle_is_text_and_the_stream_goes_on(bad: str)
 def test_a_cut_off_call_is_never_a_call() -> None:
     raw = 'Let me check.[TOOL_CALLS]get_weather[ARGS]{"city": "Par'
     out = whole(raw, truncated=True)
-    assert out.tool_calls == () and out.truncated
+    assert out.tool_calls == ()
+    assert out.truncated
     assert out.partial_call == '[TOOL_CALLS]get_weather[ARGS]{"city": "Par'
     assert out.content == "Let me check."
     assert out.finish_reason is FinishReason.LENGTH
     # Ended without the token limit (a stop the caller saw): the text is kept as text.
     out = whole(raw)
-    assert out.tool_calls == () and out.content == raw
+    assert out.tool_calls == ()
+    assert out.content == raw
     assert out.malformed_calls[0].reason == "the output ended inside the call"
     # A stop token inside the JSON ends the call too.
     out = whole('[TOOL_CALLS]f[ARGS]{"a": 1</s>')
-    assert out.tool_calls == () and out.content == '[TOOL_CALLS]f[ARGS]{"a": 1'
+    assert out.tool_calls == ()
+    assert out.content == '[TOOL_CALLS]f[ARGS]{"a": 1'
     assert out.stop_sequence == "</s>"
 
 
@@ -185,7 +195,7 @@ def test_unknown_tools_are_listed() -> None:
 # -- streaming == whole, for any split ------------------------------------------------------
 
 _plain = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sampled_from("[]<>/{} \n"),
+    st.characters(codec="utf-8", exclude_categories=["Cs"]) | st.sampled_from("[]<>/{} \n"),
     max_size=20,
 ).filter(
     lambda t: (

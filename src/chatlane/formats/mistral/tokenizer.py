@@ -15,6 +15,7 @@ import base64
 import importlib.util
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -147,7 +148,11 @@ class SentencePieceTokenizer:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         try:
-            import sentencepiece  # type: ignore[import-untyped]
+            # Its SWIG bindings warn (DeprecationWarning) while loading; with warnings turned
+            # into errors that exception escapes inside C code and the process crashes.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import sentencepiece  # type: ignore[import-untyped]
         except ImportError as e:
             raise TokenizerNotFound(
                 "Mistral's SentencePiece tokenizer (v3, v7) needs the 'sentencepiece' package: "
@@ -157,7 +162,9 @@ class SentencePieceTokenizer:
         if not self.path.is_file():
             raise TokenizerNotFound(f"no Mistral tokenizer file at {self.path}")
         try:
-            self._model = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._model = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
         except (OSError, RuntimeError) as e:
             raise TokenizerNotFound(f"{self.path} is not a SentencePiece model: {e}") from e
         model = self._model
