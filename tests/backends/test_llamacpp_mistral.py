@@ -124,7 +124,7 @@ def test_schema_output_validates(engine: LlamaCpp) -> None:
     for seed in range(RUNS):
         response = engine.chat("Pick.", response_format=schema, seed=seed, max_tokens=40)
         assert response.finish_reason == "stop"
-        assert validate(json.loads(response.message.content), schema) == []
+        assert validate(json.loads(response.message.text), schema) == []
 
 
 def test_unconstrained_random_output_never_breaks_the_stream(engine: LlamaCpp) -> None:
