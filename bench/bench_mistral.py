@@ -195,7 +195,7 @@ def render_table() -> None:
             == reference.encode_chat_completion(reference_request).tokens
         )
         print(
-            f"{name:<18} {ours * 1e3:>8.2f}ms {theirs * 1e3:>13.2f}ms {theirs / ours:>6.1f}x {str(same):>12}"
+            f"{name:<18} {ours * 1e3:>8.2f}ms {theirs * 1e3:>13.2f}ms {theirs / ours:>6.1f}x {same!s:>12}"
         )
     print("(ratio: mistral-common's time over chatlane's; higher is faster for chatlane.)")
 
