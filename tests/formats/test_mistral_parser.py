@@ -109,6 +109,12 @@ def test_call_after_reasoning_and_call_inside_unclosed_reasoning() -> None:
     assert [c.name for c in out.tool_calls] == ["w"]
 
 
+def test_a_stray_end_of_reasoning_stays_text() -> None:
+    out = whole("I thought.[/THINK]Answer.")
+    assert out.content == "I thought.[/THINK]Answer."
+    assert out.reasoning is None
+
+
 def test_text_after_the_stop_token_is_not_part_of_the_turn() -> None:
     out = whole("Hello</s>[INST] more")
     assert out.content == "Hello"

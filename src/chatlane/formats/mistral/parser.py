@@ -107,7 +107,8 @@ class _Mode(enum.Enum):
     BODY = "body"
 
 
-_TEXT_MARKERS = (TOOL_CALLS, THINK, THINK_END, END_OF_TEXT)
+# A [/THINK] outside reasoning is kept as text: nothing the model wrote is dropped.
+_TEXT_MARKERS = (TOOL_CALLS, THINK, END_OF_TEXT)
 _THINK_MARKERS = (THINK_END, TOOL_CALLS, END_OF_TEXT)
 _NAME_MARKERS = (ARGS, CALL_ID)
 _ID_MARKERS = (ARGS,)
@@ -268,7 +269,7 @@ class MistralStreamParser:
                     self._ended = True
                 elif marker == THINK:
                     self._mode = _Mode.THINK
-                elif marker == THINK_END:
+                elif marker == THINK_END:  # only read in reasoning
                     self._mode = _Mode.TEXT
                 else:  # [TOOL_CALLS]; in reasoning it ends the reasoning
                     self._mode = _Mode.OPEN
