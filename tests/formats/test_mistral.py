@@ -253,3 +253,23 @@ def test_cli_render_and_parse_with_mistral_v11(cli: CLI) -> None:
     assert parsed["content"] == ""
     assert parsed["finish_reason"] == "tool_calls"
     assert parsed["stop_sequence"] == "</s>"
+
+
+@pytest.mark.parametrize(
+    "name", ["mistral-v3-tekken", "mistral-v7-tekken", "mistral-v11", "mistral-v13"]
+)
+def test_what_the_format_writes_its_parser_reads_back(name: str) -> None:
+    calls = (
+        ToolCall("abcDEF123", "get_weather", {"city": "Paris", "days": [1, 2]}),
+        ToolCall("xyz987QRS", "get_time", {"zone": "CET", "note": "}] [ARGS] </s>"}),
+    )
+    fmt = mistral(name)
+    text = fmt.render_text([Message(Role.USER, "x"), Message(Role.ASSISTANT, "", calls)])
+    answer = text.rsplit("[/INST]", 1)[1]
+    parsed = fmt.parse(answer + "</s>")
+    assert [(c.name, dict(c.arguments)) for c in parsed.tool_calls] == [
+        (c.name, dict(c.arguments)) for c in calls
+    ]
+    if fmt.version in (3, 7, 11):
+        assert [c.id for c in parsed.tool_calls] == ["abcDEF123", "xyz987QRS"]
+    assert parsed.content == ""
