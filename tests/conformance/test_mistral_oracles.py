@@ -243,7 +243,7 @@ def check(name: str, messages: list[Message], tools: list[Tool]) -> None:
     assert fmt.render_text(ChatRequest(tuple(messages), tools=tuple(tools))) == prompt.text  # type: ignore[attr-defined]
 
 
-_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.mark.parametrize("name", SHIPPED + BUILT)
