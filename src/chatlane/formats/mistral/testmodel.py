@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chatlane.errors import ChatlaneError
-from chatlane.formats._testmodel import bytes_to_unicode, cached_build, tiktoken_to_bpe
+from chatlane.formats._testmodel import cached_build, tiktoken_to_bpe
 from chatlane.formats.mistral.tokenizer import TekkenTokenizer, TokenizerNotFound, shipped_file
 
 __all__ = ["TINY_MODEL_NAME", "tiny_gguf"]
@@ -68,10 +68,9 @@ def _vocabulary(gguf: Any) -> tuple[list[str], list[int], list[str]]:
     by_id = {i: text for text, i in tekken.special_tokens.items()}
     specials = [by_id.get(i, f"<SPECIAL_{i}>") for i in range(tekken.num_special)]
     bpe, merges = tiktoken_to_bpe(tekken.ranks())
-    # Fillers are control tokens too; llama.cpp wants every token text unique and non-empty.
-    assert len(set(specials)) == len(specials)
-    spell = bytes_to_unicode()
-    assert all(bpe), spell  # every rank has a token
+    # Fillers (<SPECIAL_n>) are control tokens too: llama.cpp wants every token text unique.
+    if len(set(specials)) != len(specials) or not all(bpe):
+        raise ChatlaneError(f"{path} has duplicate control tokens or gaps in its ranks")
     tokens = [*specials, *bpe]
     types = [gguf.TokenType.CONTROL] * len(specials) + [gguf.TokenType.NORMAL] * len(bpe)
     return tokens, types, merges
