@@ -830,6 +830,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
     parsed = fmt.parse(raw, request)
     body = {
         "content": parsed.content,
+        "reasoning": parsed.message().reasoning,
         "tool_calls": [
             {
                 "id": c.id,

@@ -25,6 +25,18 @@ __all__ = ["DEFAULT", "detect", "family", "get", "names", "register"]
 # (`detect` asks them in this order).
 _FAMILIES: list[tuple[str, tuple[str, ...]]] = [
     ("chatlane.formats.llama3", ("llama3", "llama3.1", "llama3.2", "llama3.3")),
+    (
+        "chatlane.formats.mistral",
+        (
+            "mistral",
+            "mistral-v3",
+            "mistral-v3-tekken",
+            "mistral-v7",
+            "mistral-v7-tekken",
+            "mistral-v11",
+            "mistral-v13",
+        ),
+    ),
 ]
 
 DEFAULT = "llama3.1"
