@@ -7,11 +7,11 @@ the turn with ``<|im_end|>``.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from chatlane.formats import _grammar as G
 from chatlane.formats.base import Grammar
+from chatlane.formats.qwen3.tokenizer import ADDED_TOKENS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 __all__ = ["grammar"]
 
 _ENDS = ("<|im_end|>",)
-_OPEN = json.dumps("<tool_call>\n")
-_CLOSE = json.dumps("\n</tool_call>")
+# The call tags are added tokens: llguidance sees them as special tokens, which a literal
+# string cannot produce, so they are named by id (``<[id]>``, llguidance's Lark syntax).
+_OPEN = f'<[{ADDED_TOKENS["<tool_call>"]}]> "\\n"'
+_CLOSE = f'"\\n" <[{ADDED_TOKENS["</tool_call>"]}]>'
 
 
 def _call(tool: Tool, options: Mapping[str, Any]) -> str:
