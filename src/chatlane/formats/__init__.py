@@ -26,6 +26,7 @@ __all__ = ["DEFAULT", "detect", "family", "get", "names", "register"]
 _FAMILIES: list[tuple[str, tuple[str, ...]]] = [
     ("chatlane.formats.llama3", ("llama3", "llama3.1", "llama3.2", "llama3.3")),
     ("chatlane.formats.qwen3", ("qwen3", "qwen3-no-thinking", "qwen2.5")),
+    ("chatlane.formats.harmony", ("gpt-oss",)),
 ]
 
 DEFAULT = "llama3.1"
