@@ -60,7 +60,7 @@ __all__ = [
 
 STOP_TOKENS = ("<|return|>", "<|call|>")
 _CONTROL = re.compile(r"<\|[a-z0-9_]+\|>")
-_CONTROL_PREFIX = re.compile(r"<(?:\|[a-z0-9_]*)?$")
+_CONTROL_PREFIX = re.compile(r"<(?:\|[a-z0-9_]*\|?)?$")
 _MAX_CONTROL = 24
 _MAX_HEADER = 256
 _RECIPIENT = re.compile(r"\bto=([^\s<]+)")
@@ -106,6 +106,7 @@ class HarmonyStreamParser:
         self._in_body = False
         self._header: list[str] = []
         self._header_len = 0
+        self._header_checked = False
         self._target: _Stream | None = None  # the body's stream, or None for a call
         self._call_name = ""
         self._call_header = ""
@@ -199,11 +200,15 @@ class HarmonyStreamParser:
             return
         self._header.append(text)
         self._header_len += len(text)
-        if self._header_len > _MAX_HEADER:
+        if self._header_len > _MAX_HEADER and not self._header_checked:
+            # Decided once, on the header's first characters, so that any split of the
+            # output decides alike.
+            self._header_checked = True
             header = "".join(self._header)
-            if "<|" not in header and "to=" not in header:
+            first = header[: _MAX_HEADER + 1]
+            if "<|" not in first and "to=" not in first:
                 # No header is this long: the model wrote plain text.
-                self._header, self._header_len = [], 0
+                self._header, self._header_len, self._header_checked = [], 0, False
                 self._in_body, self._target = True, self._text
                 self._text.sep = "\n\n" if self._text.parts else ""
                 self._out(self._text, header, events)
@@ -221,9 +226,9 @@ class HarmonyStreamParser:
             if token == "<|message|>":
                 self._start_body("".join(self._header))
             elif token == "<|start|>":
-                self._header, self._header_len = [], 0
+                self._header, self._header_len, self._header_checked = [], 0, False
             elif token in STOP_TOKENS or token == "<|end|>":
-                self._header, self._header_len = [], 0
+                self._header, self._header_len, self._header_checked = [], 0, False
                 if token in STOP_TOKENS:
                     self._stop_seen = token
                     self._end(False, events)
@@ -238,7 +243,7 @@ class HarmonyStreamParser:
         # Any other control token inside a body is markup, never content.
 
     def _start_body(self, header: str) -> None:
-        self._header, self._header_len = [], 0
+        self._header, self._header_len, self._header_checked = [], 0, False
         self._in_body = True
         recipient = _RECIPIENT.search(header)
         target = recipient.group(1) if recipient else None
