@@ -2,9 +2,9 @@
 
 A forced call is the message the model writes for one:
 ``<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{...}<|call|>``, its
-arguments constrained by the tool's schema. A response format is a ``final`` message of
-JSON ending with ``<|return|>``. The control tokens are named by id (``<[id]>``): llguidance
-cannot produce a special token from a literal string.
+arguments constrained by the tool's schema. A response format is its JSON alone (the
+engine reads it as text), ending with ``<|return|>``. The control tokens are named by id
+(``<[id]>``): llguidance cannot produce a special token from a literal string.
 """
 
 from __future__ import annotations
@@ -38,9 +38,7 @@ def grammar(request: ChatRequest, *, flexible_whitespace: bool = False) -> Gramm
             for t in tools
         ]
         return Grammar(G.call_alternatives(rules), True, ("<|call|>",))
+    # A response format's output is read as plain text (the engine does not parse it), so it
+    # is the JSON alone, without a channel header, ended by <|return|>.
     schema = G.schema_grammar(request, options)
-    if schema is None:
-        return None
-    body = schema.removeprefix("start: ")
-    lark = f'start: {_t("<|channel|>")} "final" {_t("<|message|>")} {body} {_t("<|return|>")}'
-    return Grammar(lark, False, ("<|return|>",))
+    return None if schema is None else Grammar(schema, False, ("<|return|>",))
