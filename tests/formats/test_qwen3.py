@@ -340,3 +340,30 @@ def test_cli_render_and_parse(tmp_path: Path) -> None:
     assert body["content"] == ""
     assert body["tool_calls"][0]["arguments"] == {"city": "Paris"}
     assert body["finish_reason"] == "tool_calls"
+
+
+def test_vocabulary_from_a_tokenizer_json(qwen_vocab: Path, tmp_path: Path) -> None:
+    """A Hugging Face tokenizer.json serves as well as a GGUF (its vocab has the same
+    byte-level spelling)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(qwen_vocab))
+    field = reader.fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(field.parts[i]).decode() for i in field.data]
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps({"model": {"vocab": {t: i for i, t in enumerate(tokens[:151643])}}}))
+    from_json = Qwen(vocab=path).tokenizer
+    from_gguf = Qwen(vocab=qwen_vocab).tokenizer
+    assert from_json is not None
+    assert from_gguf is not None
+    text = "Hello wörld 123 日本語\n\n  x"
+    assert from_json.encode(text) == from_gguf.encode(text)
+
+
+def test_a_file_that_is_no_vocabulary_is_named(tmp_path: Path) -> None:
+    from chatlane.formats.qwen3.tokenizer import TokenizerNotFound
+
+    bad = tmp_path / "x.gguf"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(TokenizerNotFound, match="x.gguf"):
+        _ = Qwen(vocab=bad).tokenizer
