@@ -365,5 +365,5 @@ def test_a_file_that_is_no_vocabulary_is_named(tmp_path: Path) -> None:
 
     bad = tmp_path / "x.gguf"
     bad.write_bytes(b"not a model")
-    with pytest.raises(TokenizerNotFound, match="x.gguf"):
+    with pytest.raises(TokenizerNotFound, match=r"x\.gguf"):
         _ = Qwen(vocab=bad).tokenizer
