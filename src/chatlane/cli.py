@@ -841,10 +841,12 @@ def cmd_parse(args: argparse.Namespace) -> int:
             }
             for c in parsed.tool_calls
         ],
+        "reasoning": parsed.message().reasoning,
         "finish_reason": parsed.finish_reason.value,
         "stop_sequence": parsed.stop_sequence,
         "partial_call": parsed.partial_call,
         "unknown_tools": list(parsed.unknown_tools),
+        "malformed_calls": list(getattr(parsed, "malformed_calls", ())),
     }
     sys.stdout.write(json.dumps(body, ensure_ascii=False, indent=2) + "\n")
     return 0

@@ -37,6 +37,8 @@ _FAMILIES: list[tuple[str, tuple[str, ...]]] = [
             "mistral-v13",
         ),
     ),
+    ("chatlane.formats.qwen3", ("qwen3", "qwen3-no-thinking", "qwen2.5")),
+    ("chatlane.formats.harmony", ("gpt-oss",)),
 ]
 
 DEFAULT = "llama3.1"
