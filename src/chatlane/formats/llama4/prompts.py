@@ -171,10 +171,11 @@ def meta_system_text(
     sys = ""
     if tools:
         description = function_description(tools)
-        if system_text is not None and behavior == "replace":
+        if system_text and behavior == "replace":
             # llama-stack renders the replacing prompt as a Jinja template with the function
-            # list as its variable: only that placeholder is filled in here (the caller's
-            # text is never run as a template), and Jinja drops one trailing newline.
+            # list as its variable (an empty one falls back to the default prompt): only that
+            # placeholder is filled in here (the caller's text is never run as a template),
+            # and Jinja drops one trailing newline.
             head = system_text[:-1] if system_text.endswith("\n") else system_text
             sys += head.replace(FUNCTION_PLACEHOLDER, description)
         else:
