@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from chatlane.errors import InputError, MessageError
-from chatlane.formats.base import ParsedOutput, Prompt
+from chatlane.formats.base import Prompt
 from chatlane.formats.llama4 import prompts as P
 from chatlane.formats.llama4.tokenizer import (
     BEGIN_OF_TEXT,
@@ -42,7 +42,8 @@ from chatlane.messages import Image, Message, Role, Text
 from chatlane.request import ChatRequest
 
 if TYPE_CHECKING:
-    from chatlane.formats.base import Grammar, ModelInfo, StreamParser
+    from chatlane.formats.base import Grammar, ModelInfo
+    from chatlane.formats.llama4.parser import Llama4Output, Llama4StreamParser
     from chatlane.tools import Tool
 
 __all__ = ["Llama4"]
@@ -175,14 +176,14 @@ class Llama4:
 
     def parse(
         self, raw: str, request: ChatRequest | None = None, *, stop_sequence: str | None = None
-    ) -> ParsedOutput:
+    ) -> Llama4Output:
         """Read a whole raw output into its text and tool calls (both call forms)."""
         from chatlane.formats.llama4.parser import parse_output
 
         tools = request.tools if request is not None else None
         return parse_output(raw, tools=tools, stop_sequence=stop_sequence)
 
-    def stream_parser(self, request: ChatRequest | None = None) -> StreamParser:
+    def stream_parser(self, request: ChatRequest | None = None) -> Llama4StreamParser:
         """A fresh incremental parser for one response."""
         from chatlane.formats.llama4.parser import Llama4StreamParser
 
