@@ -93,7 +93,7 @@ class Completions:
         return self.server.url
 
     def prompts(self) -> list[str]:
-        return [r.json()["prompt"] for r in self.server.requests]
+        return [str(r.json()["prompt"]) for r in self.server.requests]
 
 
 @pytest.fixture
