@@ -75,6 +75,7 @@ _ROLE = {
     Role.TOOL: "ipython",
 }
 _CACHE_SIZE = 4096
+_HEADER_TEXT = {role: f"<|header_start|>{role}<|header_end|>\n\n" for role in _ROLE.values()}
 
 
 class Llama4:
@@ -223,7 +224,8 @@ class Llama4:
                     lambda: [
                         BEGIN_OF_TEXT,
                         *_header("system"),
-                        P.meta_system_text(
+                        # (segments tokenized one by one: see meta_system_segments)
+                        *P.meta_system_segments(
                             system_text, tools, request.tool_choice, self.system_message_behavior
                         ),
                         END_OF_TURN,
@@ -272,9 +274,32 @@ class Llama4:
         return out
 
     def _message(self, message: Message, open_: bool) -> _Rendered:
-        if self.profile == "meta":
+        if self.profile == "hf":
+            return self._encode(self._hf_message(message, open_))
+        content = message.content
+        if type(content) is not str:
             return self._encode(self._meta_message(message, open_))
-        return self._encode(self._hf_message(message, open_))
+        # _meta_message and _encode for a text message, written directly (this runs once
+        # per message of a first render): the header's precomputed ids, the content, the
+        # calls' list, the end.
+        tokenizer = self.tokenizer
+        role = _ROLE[message.role]
+        tokens = list(tokenizer.header_tokens[role])
+        texts = [_HEADER_TEXT[role], content]
+        if content:
+            tokens += tokenizer.encode(content)
+        if message.tool_calls:
+            listed = P.pythonic_calls(message.tool_calls)
+            texts.append(listed)
+            tokens += tokenizer.encode(listed)
+        if not open_:
+            if message.tool_calls or message.role is Role.TOOL:
+                texts.append("<|eom|>")
+                tokens.append(END_OF_MESSAGE)
+            else:
+                texts.append("<|eot|>")
+                tokens.append(END_OF_TURN)
+        return ("".join(texts), tokens)
 
     def _meta_message(self, message: Message, open_: bool) -> list[_Piece]:
         # llama-models' llama4 ChatFormat.encode_message: header, each content item, the
@@ -342,6 +367,7 @@ class Llama4:
         """
         tokenizer = self.tokenizer
         encode = tokenizer.encode
+        fixed = tokenizer._fixed.get
         text: list[str] = []
         tokens: list[int] = []
         merge = self.profile == "hf"
@@ -351,6 +377,8 @@ class Llama4:
                 text.append(piece)
                 if merge:
                     pending.append(piece)
+                elif (known := fixed(piece)) is not None:
+                    tokens += known
                 elif piece:
                     tokens += encode(piece)
             else:

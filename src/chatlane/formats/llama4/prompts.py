@@ -20,11 +20,14 @@ from chatlane.messages import ToolCall
 from chatlane.tools import Tool
 
 __all__ = [
+    "FIXED_TEXTS",
     "SYSTEM_PROMPT_HEAD",
     "function_description",
+    "function_segments",
     "hf_call",
     "hf_tool_definition",
     "hf_tools_text",
+    "meta_system_segments",
     "meta_system_text",
     "pythonic_call",
     "pythonic_calls",
@@ -106,47 +109,66 @@ def _htmlsafe_json(value: Any) -> str:
     )
 
 
-def function_description(tools: Sequence[Tool]) -> str:
-    """The function list of llama-stack's Llama 4 system prompt.
+INTRO = "Here is a list of functions in JSON format that you can invoke:\n[\n"
+"""The function list's opening line and bracket."""
+
+
+def _line(indent: int, rest: str, out: list[str]) -> None:
+    # One line of the function list as two segments: its indentation but the last space,
+    # and the rest from that space to the line's end (see `function_segments`).
+    out.append(_INDENTS[indent])
+    out.append(rest)
+
+
+_INDENTS = {n: " " * (n - 1) for n in (4, 8, 12, 16, 20)}
+
+
+def function_segments(tools: Sequence[Tool]) -> list[str]:
+    """The function list of llama-stack's Llama 4 system prompt, cut where Llama 4's
+    tokenizer always ends a piece, whatever the values: after each line's newline (every
+    line ends in punctuation, which takes the newline into its piece and stops at the next
+    line's indentation) and before the last space of each indentation (a run of spaces
+    before a non-space is a piece of its own). Tokenizing the segments one by one gives the
+    tokens of their join, and most segments are fixed texts (`FIXED_TEXTS`).
 
     A tool's JSON schema is read as llama-stack's tool definitions hold it: each property's
     ``type`` (as text), ``description``, whether ``required`` lists it, and its ``default``
     (written only when truthy, as the template does).
     """
-    out = ["Here is a list of functions in JSON format that you can invoke:\n[\n    "]
+    out: list[str] = []
     for i, tool in enumerate(tools):
         properties: Mapping[str, Any] = tool.parameters.get("properties") or {}
         required_names = tool.parameters.get("required") or []
         required = [name for name in properties if name in required_names]
-        out.append(
-            "{\n"
-            f'        "name": "{tool.name}",\n'
-            f'        "description": "{_jinja_str(tool.description)}",\n'
-            '        "parameters": {\n'
-            '            "type": "dict",\n'
-            f'            "required": {_htmlsafe_json(required)},\n'
-            '            "properties": {'
-        )
+        _line(4, " {\n", out)
+        _line(8, f' "name": "{tool.name}",\n', out)
+        _line(8, f' "description": "{_jinja_str(tool.description)}",\n', out)
+        _line(8, ' "parameters": {\n', out)
+        _line(12, ' "type": "dict",\n', out)
+        _line(12, f' "required": {_htmlsafe_json(required)},\n', out)
+        _line(12, ' "properties": {\n', out)
         items = list(properties.items())
         for j, (name, schema) in enumerate(items):
             schema = schema if isinstance(schema, Mapping) else {}
             default = schema.get("default")
-            out.append(
-                "\n"
-                f'                "{name}": {{\n'
-                f'                    "type": "{_jinja_str(schema.get("type"))}",\n'
-                f'                    "description": "{_jinja_str(schema.get("description"))}"'
-            )
+            _line(16, f' "{name}": {{\n', out)
+            _line(20, f' "type": "{_jinja_str(schema.get("type"))}",\n', out)
+            description = f' "description": "{_jinja_str(schema.get("description"))}"'
             if default:
-                out.append(f',\n                    "default": "{_jinja_str(default)}"')
-            out.append("\n                }")
-            if j < len(items) - 1:
-                out.append(",")
-        out.append("\n            }\n        }\n    }")
-        if i < len(tools) - 1:
-            out.append(",\n    ")
-    out.append("\n]")
-    return "".join(out)
+                _line(20, description + ",\n", out)
+                _line(20, f' "default": "{_jinja_str(default)}"\n', out)
+            else:
+                _line(20, description + "\n", out)
+            _line(16, " },\n" if j < len(items) - 1 else " }\n", out)
+        _line(12, " }\n", out)
+        _line(8, " }\n", out)
+        _line(4, " },\n" if i < len(tools) - 1 else " }\n", out)
+    return out
+
+
+def function_description(tools: Sequence[Tool]) -> str:
+    """The function list of llama-stack's Llama 4 system prompt (see `function_segments`)."""
+    return INTRO + "".join(function_segments(tools)) + "]"
 
 
 def tool_choice_prompt(choice: str | None) -> str:
@@ -158,35 +180,49 @@ def tool_choice_prompt(choice: str | None) -> str:
     return f"You MUST use the tool `{choice}` to answer the user query."
 
 
+def meta_system_segments(
+    system_text: str | None,
+    tools: Sequence[Tool],
+    tool_choice: str | None,
+    behavior: str,
+) -> list[str]:
+    """The system message llama-stack writes for Llama 4 (``augment_messages_for_tools_llama``
+    with the Llama 4 generator): the pythonic tool prompt when there are tools, the caller's
+    system text appended (or, with ``behavior="replace"``, in place of the default prompt),
+    the tool_choice sentence; stripped of newlines at both ends.
+
+    In segments whose tokens, one by one, are those of the whole text (the default prompt
+    and the function list's opening, one fixed text; the function list's lines; the rest).
+    """
+    choice = tool_choice_prompt(tool_choice if tools else None)
+    tail = ""
+    if system_text is not None and (behavior == "append" or not tools):
+        tail += system_text
+    if choice:
+        tail += "\n" + choice
+    if not tools:
+        return [tail.strip("\n")]
+    if system_text and behavior == "replace":
+        # llama-stack renders the replacing prompt as a Jinja template with the function
+        # list as its variable (an empty one falls back to the default prompt): only that
+        # placeholder is filled in here (the caller's text is never run as a template),
+        # and Jinja drops one trailing newline.
+        head = system_text[:-1] if system_text.endswith("\n") else system_text
+        text = head.replace(FUNCTION_PLACEHOLDER, function_description(tools)) + "\n" + tail
+        return [text.strip("\n")]
+    # The function list ends with "]": the rest is one segment with it ("]" takes the
+    # newlines and slashes that follow into its piece).
+    return [PROMPT_PREFIX, *function_segments(tools), ("]\n" + tail).rstrip("\n")]
+
+
 def meta_system_text(
     system_text: str | None,
     tools: Sequence[Tool],
     tool_choice: str | None,
     behavior: str,
 ) -> str:
-    """The system message llama-stack writes for Llama 4 (``augment_messages_for_tools_llama``
-    with the Llama 4 generator): the pythonic tool prompt when there are tools, the caller's
-    system text appended (or, with ``behavior="replace"``, in place of the default prompt),
-    the tool_choice sentence; stripped of newlines at both ends."""
-    sys = ""
-    if tools:
-        description = function_description(tools)
-        if system_text and behavior == "replace":
-            # llama-stack renders the replacing prompt as a Jinja template with the function
-            # list as its variable (an empty one falls back to the default prompt): only that
-            # placeholder is filled in here (the caller's text is never run as a template),
-            # and Jinja drops one trailing newline.
-            head = system_text[:-1] if system_text.endswith("\n") else system_text
-            sys += head.replace(FUNCTION_PLACEHOLDER, description)
-        else:
-            sys += SYSTEM_PROMPT_HEAD + description
-        sys += "\n"
-    if system_text is not None and (behavior == "append" or not tools):
-        sys += system_text
-    choice = tool_choice_prompt(tool_choice if tools else None)
-    if choice:
-        sys += "\n" + choice
-    return sys.strip("\n")
+    """The text of `meta_system_segments`."""
+    return "".join(meta_system_segments(system_text, tools, tool_choice, behavior))
 
 
 def _py_value(value: Any) -> str:
@@ -244,3 +280,27 @@ def hf_call(call: ToolCall) -> str:
         json.dumps(dict(call.arguments), ensure_ascii=False) if call.valid else call.raw_arguments
     )
     return '{"name": "' + call.name + '", "parameters": ' + arguments + "}"
+
+
+PROMPT_PREFIX = SYSTEM_PROMPT_HEAD + INTRO
+"""The system prompt up to its first tool: a fixed text, tokenized once."""
+
+FIXED_TEXTS: tuple[str, ...] = (
+    PROMPT_PREFIX,
+    *_INDENTS.values(),
+    " {\n",
+    " }\n",
+    " },\n",
+    ' "parameters": {\n',
+    ' "type": "dict",\n',
+    ' "properties": {\n',
+    ' "type": "string",\n',
+    ' "type": "integer",\n',
+    ' "type": "boolean",\n',
+    ' "type": "number",\n',
+    ' "type": "array",\n',
+    ' "type": "object",\n',
+    ' "required": [],\n',
+    ' "description": "None"\n',
+)
+"""The texts every tool prompt repeats, whose tokens the tokenizer computes when it loads."""

@@ -15,12 +15,14 @@ import base64
 import contextlib
 import functools
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatlane.errors import ChatlaneError, InputError
+from chatlane.formats.llama4.prompts import FIXED_TEXTS
 
 if TYPE_CHECKING:
     import tiktoken
@@ -53,6 +55,17 @@ _PAT_STR = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
     r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+
+# The same regex without its one lookahead alternative, ``\s+(?!\S)``: without lookaround
+# tiktoken runs it on the regex crate's automata instead of fancy-regex's backtracking, about
+# twice as fast. The two split a text differently only where that alternative applies: a run
+# of two or more whitespace characters other than \r and \n before a non-space (the exact
+# regex leaves the run's last character to the next piece). A text without two such
+# characters in a row gets the same pieces, hence the same tokens, from both (the property
+# test against Meta's tokenizer checks it).
+_PAT_STR_PLAIN = _PAT_STR.replace(r"\s+(?!\S)|", "")
+assert _PAT_STR_PLAIN != _PAT_STR
+_SPACE_PAIR = re.compile(r"[^\S\r\n]{2}")
 
 _NUM_BASE_TOKENS = 200_000
 _NUM_SPECIALS = 2048
@@ -158,9 +171,23 @@ class Llama4Tokenizer:
         self._encode_ordinary: Callable[[str], list[int]] = (
             method if callable(method) else self._encoding.encode_ordinary
         )
+        plain = tiktoken.Encoding(
+            name=f"chatlane-llama4-plain-{self.path.name}",
+            pat_str=_PAT_STR_PLAIN,
+            mergeable_ranks=ranks,
+            special_tokens={},
+        )
+        plain_core = getattr(plain, "_core_bpe", None)
+        plain_method = getattr(plain_core, "encode_ordinary", None)
+        self._encode_plain: Callable[[str], list[int]] = (
+            plain_method if callable(plain_method) else plain.encode_ordinary
+        )
         self.n_words = _NUM_BASE_TOKENS + _NUM_SPECIALS
+        # The texts every prompt repeats (role names, the blank line after a header, the
+        # fixed parts of the tool prompt), tokenized once when the tokenizer loads; they
+        # depend on no input.
         self._fixed: dict[str, list[int]] = {
-            text: self._tiktoken(text) for text in (*_ROLES, "\n\n", "\n")
+            text: self._tiktoken(text) for text in (*_ROLES, "\n\n", "\n", *FIXED_TEXTS)
         }
         self.header_tokens: dict[str, tuple[int, ...]] = {
             role: (START_HEADER, *self._fixed[role], END_HEADER, *self._fixed["\n\n"])
@@ -184,13 +211,23 @@ class Llama4Tokenizer:
         return tokens
 
     def _tiktoken(self, text: str) -> list[int]:
+        # One tiktoken call, on the lookahead-free regex where that is exact.
+        if text.isascii():
+            # (ASCII whitespace is \t \n \v \f \r and the space: a quicker test)
+            if "\t" in text or "\x0b" in text or "\x0c" in text:
+                plain = _SPACE_PAIR.search(text) is None
+            else:
+                plain = "  " not in text
+        else:
+            plain = _SPACE_PAIR.search(text) is None
+        encode = self._encode_plain if plain else self._encode_ordinary
         try:
-            return self._encode_ordinary(text)
+            return encode(text)
         except UnicodeEncodeError:
             # Lone surrogates cannot be UTF-8: replaced by U+FFFD, as tiktoken's
             # Encoding.encode (and so Meta's tokenizer) does.
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-            return self._encode_ordinary(text)
+            return encode(text)
 
     def special(self, name: str) -> int:
         """The id of a special token, such as ``special("<|eot|>")``."""
