@@ -13,6 +13,7 @@ from chatlane import formats
 from chatlane.errors import InputError, MessageError
 from chatlane.formats.base import ModelInfo, PromptFormat
 from chatlane.formats.llama4 import Llama4
+from chatlane.formats.llama4.prompts import meta_system_text
 from chatlane.formats.llama4.tokenizer import SPECIAL_TOKENS, load_tokenizer
 from chatlane.messages import ToolCall, assistant, system, tool_result, user
 from chatlane.request import ChatRequest, ResponseFormat
@@ -201,3 +202,41 @@ def test_grammar_forces_the_profile_s_call_form() -> None:
     assert not answer.is_call
     assert answer.end_sequences == ("<|eot|>",)
     assert Llama4().grammar(ChatRequest((user("x"),), tools=(WEATHER,))) is None
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    descriptions=st.lists(st.one_of(st.none(), any_text), min_size=1, max_size=3),
+    system_text=st.one_of(st.none(), any_text),
+    default=st.one_of(st.none(), any_text, st.integers(), st.booleans()),
+)
+def test_the_system_prompt_s_segments_tokenize_as_its_text(
+    meta: MetaTokenizer, descriptions: list[str | None], system_text: str | None, default: Any
+) -> None:
+    """The meta system prompt is tokenized segment by segment (fixed texts looked up): the
+    tokens are those of its whole text, whatever the tool descriptions hold."""
+    tools = tuple(
+        Tool.from_schema(
+            f"tool_{i}",
+            {
+                "type": "object",
+                "properties": {
+                    "a": {"type": "string", "description": d, "default": default},
+                    "b": {"type": ["integer", "null"]},
+                },
+                "required": ["b"],
+            },
+            d,
+        )
+        for i, d in enumerate(descriptions)
+    )
+    messages = (user("hi"),) if system_text is None else (system(system_text), user("hi"))
+    prompt = Llama4().render(ChatRequest(messages, tools=tools))
+    end = prompt.tokens.index(SPECIAL_TOKENS["<|eot|>"])
+    # <|begin_of_text|>, <|header_start|>, "system", <|header_end|>, "\n\n", the body
+    body = list(prompt.tokens[5:end])
+    text = meta_system_text(system_text, tools, None, "append")
+    assert prompt.text.startswith(
+        f"<|begin_of_text|><|header_start|>system<|header_end|>\n\n{text}<|eot|>"
+    )
+    assert body == meta.encode(text, bos=False, eos=False)
