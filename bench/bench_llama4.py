@@ -129,17 +129,16 @@ def _stub(name: str) -> types.ModuleType:
 
 def _chat_format() -> Any:
     missing = {t for t in ("torch", "torchvision") if importlib.util.find_spec(t) is None}
-    for name in (
-        "torch",
-        "torchvision",
-        "torchvision.transforms",
-        "torchvision.transforms.functional",
-    ):
-        if name.split(".")[0] in missing:
-            sys.modules.setdefault(name, _stub(name))
-    from llama_models.llama4.chat_format import ChatFormat
-    from llama_models.llama4.tokenizer import Tokenizer
-
+    names = ("torch", "torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+    stubs = [name for name in names if name.split(".")[0] in missing]
+    for name in stubs:
+        sys.modules[name] = _stub(name)
+    try:
+        from llama_models.llama4.chat_format import ChatFormat
+        from llama_models.llama4.tokenizer import Tokenizer
+    finally:
+        for name in stubs:
+            del sys.modules[name]
     return ChatFormat(Tokenizer.get_instance())
 
 

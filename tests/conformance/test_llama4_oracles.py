@@ -69,18 +69,27 @@ def _import_references() -> tuple[Any, Any, Any]:
         for top in ("torch", "torchvision")
         if top not in sys.modules and importlib.util.find_spec(top) is None
     }
-    for name in (
-        "torch",
-        "torchvision",
-        "torchvision.transforms",
-        "torchvision.transforms.functional",
-    ):
-        if name.split(".")[0] in missing:
-            sys.modules[name] = _stub(name)
-    import llama_stack.apis.inference as ls
-    import llama_stack.providers.utils.inference.prompt_adapter as adapter
-    from llama_models.llama4 import chat_format
-
+    stubs = [
+        name
+        for name in (
+            "torch",
+            "torchvision",
+            "torchvision.transforms",
+            "torchvision.transforms.functional",
+        )
+        if name.split(".")[0] in missing
+    ]
+    for name in stubs:
+        sys.modules[name] = _stub(name)
+    try:
+        import llama_stack.apis.inference as ls
+        import llama_stack.providers.utils.inference.prompt_adapter as adapter
+        from llama_models.llama4 import chat_format
+    finally:
+        # The placeholders stay only in the modules that imported them: nothing else in
+        # the session may take them for torch.
+        for name in stubs:
+            del sys.modules[name]
     return ls, adapter, chat_format
 
 
