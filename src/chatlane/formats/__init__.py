@@ -24,6 +24,7 @@ __all__ = ["DEFAULT", "detect", "family", "get", "names", "register"]
 # One line per family: its package and the names it answers to, most specific family first
 # (`detect` asks them in this order).
 _FAMILIES: list[tuple[str, tuple[str, ...]]] = [
+    ("chatlane.formats.llama4", ("llama4",)),
     ("chatlane.formats.llama3", ("llama3", "llama3.1", "llama3.2", "llama3.3")),
     (
         "chatlane.formats.mistral",
