@@ -271,6 +271,8 @@ def response_to_dict(response: ChatResponse) -> dict[str, Any]:
     }
     if response.stop_sequence is not None:
         out["stop_sequence"] = response.stop_sequence
+    if response.resumed:
+        out["resumed"] = list(response.resumed)
     return out
 
 
@@ -284,4 +286,5 @@ def response_from_dict(data: Mapping[str, Any]) -> ChatResponse:
         model=data.get("model"),
         id=data.get("id"),
         stop_sequence=data.get("stop_sequence"),
+        resumed=tuple(str(r) for r in data.get("resumed") or ()),
     )
