@@ -285,6 +285,7 @@ class CompletionChat(Backend):
         max_keepalive: int = 100,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
+        max_event_bytes: int | None = None,
         transport: Transport | None = None,
     ) -> None:
         from chatlane.backends.transport import Transport
@@ -325,6 +326,7 @@ class CompletionChat(Backend):
             max_keepalive=max_keepalive,
             http_client=http_client,
             async_http_client=async_http_client,
+            max_event_bytes=max_event_bytes,
         )
 
     @property

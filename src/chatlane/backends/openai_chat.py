@@ -90,6 +90,7 @@ class OpenAIChat(Backend):
         max_keepalive: int = 100,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
+        max_event_bytes: int | None = None,
     ) -> None:
         from chatlane.wire.openai import DIALECTS
 
@@ -112,6 +113,7 @@ class OpenAIChat(Backend):
             max_keepalive=max_keepalive,
             http_client=http_client,
             async_http_client=async_http_client,
+            max_event_bytes=max_event_bytes,
         )
         self.model = model
         self.dialect = dialect

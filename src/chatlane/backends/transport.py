@@ -333,10 +333,10 @@ class _JSONEvents:
 
     __slots__ = ("_done", "_secrets", "_sse")
 
-    def __init__(self, secrets: tuple[str, ...]) -> None:
+    def __init__(self, secrets: tuple[str, ...], max_event_bytes: int | None) -> None:
         from chatlane.wire.sse import SSEDecoder
 
-        self._sse = SSEDecoder()
+        self._sse = SSEDecoder(max_event_bytes)
         self._done = False
         self._secrets = secrets
 
@@ -693,6 +693,8 @@ class Transport:
         http_client: an httpx.Client to use for sync calls (proxies, TLS settings, a mock
             transport); the caller keeps ownership and closes it.
         async_http_client: the same for async calls.
+        max_event_bytes: the largest server-sent event accepted (by default 16 MiB); a
+            larger one raises `ParseError`.
 
     Async connections belong to the event loop that opened them, so each event loop gets its
     own pool (e.g. each ``asyncio.run``); `aclose` closes the pool of the running loop.
@@ -713,7 +715,10 @@ class Transport:
         auth_scheme: str = "Bearer",
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
+        max_event_bytes: int | None = None,
     ) -> None:
+        from chatlane.wire.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
+
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise InputError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
         if api_key is not None and not isinstance(api_key, str):
@@ -736,6 +741,10 @@ class Transport:
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._parent: Transport | None = None
+        self.max_event_bytes = (
+            DEFAULT_MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
+        )
+        SSEDecoder(self.max_event_bytes)  # checks the value
 
     # Configuration
 
@@ -761,7 +770,7 @@ class Transport:
         copy = Transport.__new__(Transport)
         for name in (
             "base_url", "_api_key", "max_connections", "max_keepalive", "auth_header",
-            "auth_scheme", "_lock",
+            "auth_scheme", "_lock", "max_event_bytes",
         ):  # fmt: skip
             setattr(copy, name, getattr(self, name))
         copy.headers = {**self.headers, **(headers or {})}
@@ -951,8 +960,8 @@ class Transport:
         from chatlane.wire.sse import SSEDecoder
 
         return self.stream(
-            path, body, SSEDecoder(), headers=headers, params=params, timeouts=timeouts,
-            retry=retry,
+            path, body, SSEDecoder(self.max_event_bytes), headers=headers, params=params,
+            timeouts=timeouts, retry=retry,
         )  # fmt: skip
 
     def stream_json(
@@ -972,8 +981,8 @@ class Transport:
         raises `ParseError` keeping the text.
         """
         return self.stream(
-            path, body, _JSONEvents(self._secrets()), headers=headers, params=params,
-            timeouts=timeouts, retry=retry,
+            path, body, _JSONEvents(self._secrets(), self.max_event_bytes), headers=headers,
+            params=params, timeouts=timeouts, retry=retry,
         )  # fmt: skip
 
     def _stream(self, attempt: _Attempt, decoder: Decoder[T]) -> Generator[T, None, None]:
@@ -1119,8 +1128,8 @@ class Transport:
         from chatlane.wire.sse import SSEDecoder
 
         return self.astream(
-            path, body, SSEDecoder(), headers=headers, params=params, timeouts=timeouts,
-            retry=retry,
+            path, body, SSEDecoder(self.max_event_bytes), headers=headers, params=params,
+            timeouts=timeouts, retry=retry,
         )  # fmt: skip
 
     def astream_json(
@@ -1135,8 +1144,8 @@ class Transport:
     ) -> AsyncGenerator[Any, None]:
         """The async twin of `stream_json`."""
         return self.astream(
-            path, body, _JSONEvents(self._secrets()), headers=headers, params=params,
-            timeouts=timeouts, retry=retry,
+            path, body, _JSONEvents(self._secrets(), self.max_event_bytes), headers=headers,
+            params=params, timeouts=timeouts, retry=retry,
         )  # fmt: skip
 
     async def _astream(self, attempt: _Attempt, decoder: Decoder[T]) -> AsyncGenerator[T, None]:
