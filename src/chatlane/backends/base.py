@@ -47,9 +47,8 @@ def _unfinished(acc: Accumulator) -> StreamInterrupted | None:
     if all(c.finish_reason != FinishReason.INCOMPLETE for c in response.choices):
         return None
     return StreamInterrupted(
-        "the stream ended before the server said the answer was done (no finish reason): the "
-        "answer may be cut off; the partial response is in .partial (accept_incomplete=True "
-        "returns it instead)",
+        "the stream ended before the server said the answer was done (no finish reason), so "
+        "the answer may be cut off",
         partial=response,
     )
 
