@@ -193,3 +193,65 @@ def test_a_concurrency_below_one_is_refused(tmp_path: Path) -> None:
     inp = write_input(tmp_path / "in.jsonl", [q(1)])
     with pytest.raises(InputError, match="at least 1"):
         run_batch(echo(), read_batch_input(inp), tmp_path / "o.jsonl", concurrency=0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("steering_concepts", 5),
+        ("tools", 5),
+        ("tools", {"type": "function"}),
+        ("stop", 7),
+        ("extra", "x"),
+    ],
+)
+def test_a_line_with_a_field_of_the_wrong_type_fails_alone_naming_it(
+    tmp_path: Path, field: str, value: Any
+) -> None:
+    lines: list[Any] = [q(i) for i in range(1, 20)]
+    lines[6] = q(7, **{field: value})
+    inp = write_input(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    progress = run_batch(echo(), read_batch_input(inp), out)
+    got = {r["id"]: r for r in results(out)}
+    assert len(got) == 19
+    assert field in got["q7"]["error"]["message"]
+    assert all("response" in r for k, r in got.items() if k != "q7")
+    assert (progress.done, progress.failed) == (18, 1)
+
+
+def test_a_call_list_that_is_not_a_list_fails_its_line_naming_it(tmp_path: Path) -> None:
+    bad = q(2)
+    bad["messages"] = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": 5},
+    ]
+    inp = write_input(tmp_path / "in.jsonl", [q(1), bad, q(3)])
+    out = tmp_path / "out.jsonl"
+    run_batch(echo(), read_batch_input(inp), out)
+    got = {r["id"]: r for r in results(out)}
+    assert "tool_calls" in got["q2"]["error"]["message"]
+    assert "response" in got["q1"]
+    assert "response" in got["q3"]
+
+
+def test_a_byte_order_mark_on_a_line_is_read_past(tmp_path: Path) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps(q(1)) + "\n\ufeff" + json.dumps(q(2)) + "\n", encoding="utf-8")
+    items = read_batch_input(inp)
+    assert [(i.id, i.problem) for i in items] == [("q1", None), ("q2", None)]
+
+
+def test_the_output_line_is_written_before_the_log_row(tmp_path: Path) -> None:
+    # A log that fails (as a kill between the two writes would leave it) must find the
+    # item's output line already written: a rerun then skips it instead of running it twice.
+    class FailingLog(Store):
+        def log_call(self, *args: Any, **kw: Any) -> tuple[str, int]:
+            raise RuntimeError("killed")
+
+    inp = write_input(tmp_path / "in.jsonl", [q(1)])
+    out = tmp_path / "out.jsonl"
+    with FailingLog(tmp_path / "log.db") as store, pytest.raises(RuntimeError, match="killed"):
+        run_batch(echo(), read_batch_input(inp), out, store=store)
+    assert [r["id"] for r in results(out)] == ["q1"]
+    assert finished_ids(out) == {"q1"}

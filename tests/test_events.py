@@ -108,4 +108,4 @@ def test_async_accumulation_and_the_format() -> None:
 
 def test_every_event_has_its_own_kind() -> None:
     kinds = [t.kind for t in typing.get_args(ChatEvent)]
-    assert len(set(kinds)) == len(kinds) == 8
+    assert len(set(kinds)) == len(kinds) == 9

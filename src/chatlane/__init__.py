@@ -155,6 +155,9 @@ if TYPE_CHECKING:
         EngineError as EngineError,
     )
     from chatlane.errors import (
+        GatewayTimeout as GatewayTimeout,
+    )
+    from chatlane.errors import (
         ImageError as ImageError,
     )
     from chatlane.errors import (
@@ -167,10 +170,19 @@ if TYPE_CHECKING:
         NotFound as NotFound,
     )
     from chatlane.errors import (
+        Overloaded as Overloaded,
+    )
+    from chatlane.errors import (
         ParseError as ParseError,
     )
     from chatlane.errors import (
+        PaymentRequired as PaymentRequired,
+    )
+    from chatlane.errors import (
         RateLimited as RateLimited,
+    )
+    from chatlane.errors import (
+        RequestTimeout as RequestTimeout,
     )
     from chatlane.errors import (
         SchemaError as SchemaError,
@@ -185,13 +197,16 @@ if TYPE_CHECKING:
         StructuredOutputError as StructuredOutputError,
     )
     from chatlane.errors import (
-        TimeoutError as TimeoutError,
+        TimeoutException as TimeoutException,
     )
     from chatlane.errors import (
         ToolError as ToolError,
     )
     from chatlane.errors import (
         TransportError as TransportError,
+    )
+    from chatlane.errors import (
+        UnexpectedResponse as UnexpectedResponse,
     )
     from chatlane.events import (
         Accumulator as Accumulator,
@@ -207,6 +222,9 @@ if TYPE_CHECKING:
     )
     from chatlane.events import (
         ResponseStarted as ResponseStarted,
+    )
+    from chatlane.events import (
+        StreamResumed as StreamResumed,
     )
     from chatlane.events import (
         TextDelta as TextDelta,
@@ -369,8 +387,9 @@ _EXPORTS: dict[str, str] = {
     "StreamOptions": "chatlane.request",
     "StructuredOutputError": "chatlane.errors",
     "Text": "chatlane.messages",
+    "StreamResumed": "chatlane.events",
     "TextDelta": "chatlane.events",
-    "TimeoutError": "chatlane.errors",
+    "TimeoutException": "chatlane.errors",
     "Timeouts": "chatlane.backends.transport",
     "Tool": "chatlane.tools",
     "ToolCall": "chatlane.messages",
@@ -379,6 +398,11 @@ _EXPORTS: dict[str, str] = {
     "ToolCallDone": "chatlane.events",
     "ToolCallHook": "chatlane.agent",
     "ToolCallStarted": "chatlane.events",
+    "GatewayTimeout": "chatlane.errors",
+    "Overloaded": "chatlane.errors",
+    "PaymentRequired": "chatlane.errors",
+    "RequestTimeout": "chatlane.errors",
+    "UnexpectedResponse": "chatlane.errors",
     "ToolError": "chatlane.errors",
     "ToolRun": "chatlane.agent",
     "ToolRunFinished": "chatlane.agent",
@@ -410,6 +434,10 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
+    if name == "TimeoutError":  # the old name of TimeoutException; warns (see chatlane.errors)
+        from chatlane import errors
+
+        return errors.__getattr__(name)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'chatlane' has no attribute {name!r}")

@@ -113,7 +113,10 @@ def message_from_dict(data: Any, where: str = "message") -> Message:
             f"{where}.content must be a string or a list of parts, got {type(content).__name__}"
         )
     calls: list[ToolCall] = []
-    for i, call in enumerate(data.get("tool_calls") or ()):
+    raw_calls = data.get("tool_calls") or ()
+    if not isinstance(raw_calls, list | tuple):
+        raise MessageError(f"{where}.tool_calls must be a list, got {type(raw_calls).__name__}")
+    for i, call in enumerate(raw_calls):
         at = f"{where}.tool_calls[{i}]"
         function = call.get("function") if isinstance(call, Mapping) else None
         if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
@@ -210,7 +213,10 @@ def request_from_dict(data: Any, where: str = "request") -> ChatRequest:
             message_from_dict(m, f"{where}.messages[{i}]") for i, m in enumerate(messages)
         )
     }
-    extra: dict[str, Any] = dict(data.get("extra") or {})
+    raw_extra = data.get("extra") or {}
+    if not isinstance(raw_extra, Mapping):
+        raise InputError(f"{where}.extra must be an object, got {type(raw_extra).__name__}")
+    extra: dict[str, Any] = dict(raw_extra)
     for key, value in data.items():
         if key in ("messages", "extra"):
             continue
@@ -219,8 +225,15 @@ def request_from_dict(data: Any, where: str = "request") -> ChatRequest:
         elif key == "max_completion_tokens":
             params["max_tokens"] = value
         elif key in ("stop", "steering_concepts"):
+            if value is not None and not isinstance(value, str | list):
+                raise InputError(
+                    f"{where}.{key} must be a string or a list of strings, "
+                    f"got {type(value).__name__}"
+                )
             params[key] = (value,) if isinstance(value, str) else tuple(value or ())
         elif key == "tools":
+            if value is not None and not isinstance(value, list):
+                raise InputError(f"{where}.tools must be a list, got {type(value).__name__}")
             tools = []
             for i, t in enumerate(value or ()):
                 function = t.get("function") if isinstance(t, Mapping) else None
@@ -271,6 +284,8 @@ def response_to_dict(response: ChatResponse) -> dict[str, Any]:
     }
     if response.stop_sequence is not None:
         out["stop_sequence"] = response.stop_sequence
+    if response.resumed:
+        out["resumed"] = list(response.resumed)
     return out
 
 
@@ -284,4 +299,5 @@ def response_from_dict(data: Mapping[str, Any]) -> ChatResponse:
         model=data.get("model"),
         id=data.get("id"),
         stop_sequence=data.get("stop_sequence"),
+        resumed=tuple(str(r) for r in data.get("resumed") or ()),
     )

@@ -68,7 +68,7 @@ from chatlane.errors import ChatlaneError, InputError, StreamInterrupted, Struct
 from chatlane.events import ChatEvent
 from chatlane.messages import Image, Message, Role, Text, ToolCall
 from chatlane.request import ChatRequest
-from chatlane.response import ChatResponse, Usage
+from chatlane.response import ChatResponse, FinishReason, Usage
 from chatlane.tools import BUILTIN_TOOLS, Tool
 
 __all__ = [
@@ -588,6 +588,17 @@ class _Loop:
         """Decide what a complete response means: calls to run, an answer, or a retry."""
         self.record_response(response)
         message = response.message
+        if response.finish_reason == FinishReason.INCOMPLETE:
+            # A backend that accepts incomplete streams handed over a cut-off answer: its
+            # calls may be cut off too, so none is run (nor offered as pending).
+            calls = len(message.tool_calls)
+            self.finish(
+                StopReason.FAILED,
+                "the model's answer was cut off before the server said it was done (finish "
+                "reason incomplete); it is the last response"
+                + (f", and its {calls} tool call(s) were not run" if calls else ""),
+            )
+            return [], None
         if message.tool_calls:
             self.conversation.extend(self.retry_extra)
             self.retry_extra = []

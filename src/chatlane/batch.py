@@ -125,6 +125,8 @@ def read_batch_input(
     items: list[BatchItem] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
+        # A byte-order mark may start any line (files joined from several editors' output).
+        raw = raw.removeprefix("\ufeff")
         if not raw.strip():
             continue
         try:
@@ -151,6 +153,13 @@ def read_batch_input(
             items.append(BatchItem(item_id, number, decode(body)))
         except (InputError, ParseError) as e:
             items.append(BatchItem(item_id, number, None, str(e)))
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            # A decoder that missed a wrong type: the line still fails on its own.
+            items.append(
+                BatchItem(
+                    item_id, number, None, f"the request cannot be read: {type(e).__name__}: {e}"
+                )
+            )
     return items
 
 
@@ -290,6 +299,9 @@ async def arun_batch(
                 response = await backend.achat(item.request)
             except Exception as e:
                 duration = time.monotonic() - started
+                # The output line first, then the log row: a run killed in between leaves a
+                # line that a rerun skips and at most a missing log row, never a duplicate.
+                finish(item, {**base, "error": error_record(e)}, None)
                 if store is not None:
                     store.log_call(
                         None,
@@ -299,9 +311,14 @@ async def arun_batch(
                         duration=duration,
                         batch_item=item.id,
                     )
-                finish(item, {**base, "error": error_record(e)}, None)
                 continue
             duration = time.monotonic() - started
+            record = {
+                **base,
+                "response": response_to_dict(response),
+                "duration_ms": round(duration * 1000, 1),
+            }
+            finish(item, record, response)
             if store is not None:
                 store.log_call(
                     None,
@@ -311,12 +328,6 @@ async def arun_batch(
                     duration=duration,
                     batch_item=item.id,
                 )
-            record = {
-                **base,
-                "response": response_to_dict(response),
-                "duration_ms": round(duration * 1000, 1),
-            }
-            finish(item, record, response)
 
     try:
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(todo)))))

@@ -24,6 +24,7 @@ __all__ = [
     "Finished",
     "ReasoningDelta",
     "ResponseStarted",
+    "StreamResumed",
     "TextDelta",
     "ToolCallDelta",
     "ToolCallDone",
@@ -113,6 +114,21 @@ class UsageReported:
     kind: ClassVar[Literal["usage_reported"]] = "usage_reported"
 
 
+@dataclass(frozen=True, slots=True)
+class StreamResumed:
+    """The connection broke mid-answer and the backend continued it in a new request
+    (`RetryPolicy.resume`): the text so far was sent back as the start of the answer, so the
+    events go on where they stopped; the response records each resume in ``resumed``."""
+
+    attempt: int
+    """Which resume this is (1 for the first)."""
+    kept: int
+    """How many characters of the answer's raw text were kept and sent back."""
+    reason: str
+    """Why the stream broke (the error's message, without secrets)."""
+    kind: ClassVar[Literal["stream_resumed"]] = "stream_resumed"
+
+
 ChatEvent: TypeAlias = (
     ResponseStarted
     | TextDelta
@@ -122,6 +138,7 @@ ChatEvent: TypeAlias = (
     | ToolCallDone
     | Finished
     | UsageReported
+    | StreamResumed
 )
 
 
@@ -138,10 +155,11 @@ class _ChoiceState:
 class Accumulator:
     """Collects events into a `ChatResponse`; usable at any point (a partial response)."""
 
-    __slots__ = ("_choices", "_info", "_usage", "response_format")
+    __slots__ = ("_choices", "_info", "_resumed", "_usage", "response_format")
 
     def __init__(self, response_format: ResponseFormat | None = None) -> None:
         self._choices: dict[int, _ChoiceState] = {}
+        self._resumed: list[str] = []
         self._info = ResponseStarted()
         self._usage: Usage | None = None
         self.response_format = response_format
@@ -168,6 +186,8 @@ class Accumulator:
             self._state(event.choice).finish = event
         elif isinstance(event, UsageReported):
             self._usage = event.usage
+        elif isinstance(event, StreamResumed):
+            self._resumed.append(event.reason)
         elif isinstance(event, ResponseStarted):
             info = self._info
             self._info = ResponseStarted(
@@ -216,6 +236,7 @@ class Accumulator:
             created=self._info.created,
             system_fingerprint=self._info.system_fingerprint,
             response_format=self.response_format,
+            resumed=tuple(self._resumed),
         )
 
 

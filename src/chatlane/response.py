@@ -152,6 +152,9 @@ class ChatResponse:
     """The format that was asked for; `parsed` validates against it."""
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     """The server's response body, where there was one."""
+    resumed: tuple[str, ...] = ()
+    """Why the stream broke, once for each time the backend resumed it (`RetryPolicy.resume`);
+    empty for an answer that arrived in one piece."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "finish_reason", FinishReason.parse(self.finish_reason))

@@ -14,13 +14,14 @@ API keys are never written: a backend keeps its key, requests carry none, and th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from typing import Any
 from chatlane._records import (
     message_from_dict,
     message_to_dict,
+    request_from_dict,
     request_to_dict,
     response_from_dict,
     response_to_dict,
@@ -49,6 +51,9 @@ __all__ = [
     "default_db_path",
     "logging_enabled",
 ]
+
+
+log = logging.getLogger("chatlane.store")
 
 
 class StoreError(ChatlaneError):
@@ -443,7 +448,7 @@ class Store:
                 + " GROUP BY c.id ORDER BY c.updated_at DESC, max(k.id) DESC, c.rowid DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [ConversationSummary(*row) for row in rows]
+        return _summaries(rows)
 
     def search(self, text: str, limit: int = 20) -> list[ConversationSummary]:
         """Conversations whose prompts or answers contain ``text`` (case-insensitive for ASCII),
@@ -457,7 +462,7 @@ class Store:
                 " GROUP BY c.id ORDER BY c.updated_at DESC, max(k.id) DESC, c.rowid DESC LIMIT ?2",
                 (pattern, limit),
             ).fetchall()
-        return [ConversationSummary(*row) for row in rows]
+        return _summaries(rows)
 
     def resolve(self, id_or_prefix: str) -> str:
         """The full id of the conversation that ``id_or_prefix`` names (``last`` for the newest)."""
@@ -502,28 +507,85 @@ class Store:
                 (cid,),
             ):
                 runs.setdefault(run[0], []).append(LoggedToolRun(*run[1:]))
-        calls = tuple(
-            LoggedCall(
-                id=row[0],
-                started_at=row[1],
-                backend=row[2],
-                model=row[3],
-                request=json.loads(row[4]),
-                response=response_from_dict(json.loads(row[5])) if row[5] else None,
-                error=row[6],
-                duration_ms=row[7],
-                first_token_ms=row[8],
-                tool_runs=tuple(runs.get(row[0], ())),
-                batch_item=row[9],
-            )
-            for row in rows
-        )
-        return LoggedConversation(ConversationSummary(*summary), calls)
+        calls = tuple(_call(cid, row, runs) for row in rows)
+        if summary is None:
+            raise StoreError(f"no conversation {cid!r} in the log")
+        return LoggedConversation(_summary(summary), calls)
 
     def count_calls(self) -> int:
         """How many model calls the log holds."""
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM calls").fetchone()[0])
+
+
+def _summary(row: Sequence[Any]) -> ConversationSummary:
+    """A summary from its row; `StoreError` naming the row when a value has the wrong type."""
+    kinds: tuple[tuple[str, tuple[type, ...]], ...] = (
+        ("id", (str,)),
+        ("created_at", (str,)),
+        ("updated_at", (str,)),
+        ("title", (str,)),
+        ("backend", (str, type(None))),
+        ("model", (str, type(None))),
+        ("calls", (int,)),
+        ("total_tokens", (int,)),
+    )
+    for (name, types), value in zip(kinds, row, strict=True):
+        if not isinstance(value, types):
+            raise StoreError(
+                f"the log's conversation row {row[0]!r} is damaged: its {name} is "
+                f"{type(value).__name__} {value!r:.40}"
+            )
+    return ConversationSummary(*row)
+
+
+def _summaries(rows: Sequence[Sequence[Any]]) -> list[ConversationSummary]:
+    """The readable summaries; a damaged row is reported (logged) and skipped, so a listing
+    goes on with the rest."""
+    out: list[ConversationSummary] = []
+    for row in rows:
+        try:
+            out.append(_summary(row))
+        except StoreError as e:
+            log.warning("%s; it is left out of the listing", e)
+    return out
+
+
+def _call(cid: str, row: Sequence[Any], runs: Mapping[int, list[LoggedToolRun]]) -> LoggedCall:
+    """A logged call from its row; `StoreError` naming the row when it cannot be read."""
+    try:
+        request = json.loads(row[4])
+        if not isinstance(request, dict):
+            raise TypeError(f"the request is a {type(request).__name__}, not an object")
+        request_from_dict(request)  # the messages must be readable too
+        response = response_from_dict(json.loads(row[5])) if row[5] else None
+        for name, value, types in (
+            ("started_at", row[1], (str,)),
+            ("error", row[6], (str, type(None))),
+            ("duration_ms", row[7], (int, float, type(None))),
+            ("first_token_ms", row[8], (int, float, type(None))),
+            ("batch_item", row[9], (str, type(None))),
+        ):
+            if not isinstance(value, types):
+                raise TypeError(f"its {name} is {type(value).__name__}")
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        # ChatlaneError's input kinds are ValueErrors too.
+        raise StoreError(
+            f"the log's call row {row[0]} (conversation {cid!r}) is damaged and cannot be read: {e}"
+        ) from e
+    return LoggedCall(
+        id=row[0],
+        started_at=row[1],
+        backend=row[2],
+        model=row[3],
+        request=request,
+        response=response,
+        error=row[6],
+        duration_ms=row[7],
+        first_token_ms=row[8],
+        tool_runs=tuple(runs.get(row[0], ())),
+        batch_item=row[9],
+    )
 
 
 def conversation_to_json(conversation: LoggedConversation) -> dict[str, Any]:

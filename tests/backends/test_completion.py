@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from chatlane.backends.completion import CompletionChat, CompletionDecoder
 from chatlane.backends.transport import RetryPolicy, Timeouts
-from chatlane.errors import InputError, ServerError, StreamInterrupted, TimeoutError
+from chatlane.errors import InputError, ServerError, StreamInterrupted, TimeoutException
 from chatlane.events import Finished, TextDelta, ToolCallDone, UsageReported
 from chatlane.messages import user
 from chatlane.request import ChatRequest
@@ -472,7 +472,7 @@ def test_a_stalled_stream_fails_fast_with_what_arrived(server: Harness) -> None:
     with pytest.raises(StreamInterrupted) as info:
         list(chat.stream("Hi"))
     assert time.monotonic() - started < 1.5
-    assert isinstance(info.value.__cause__, TimeoutError)
+    assert isinstance(info.value.__cause__, TimeoutException)
 
 
 def test_a_stream_that_breaks_keeps_what_arrived(server: Harness) -> None:
@@ -512,9 +512,20 @@ def test_an_error_chunk_mid_stream_interrupts_with_the_partial_text(
     assert info.value.partial.text == "Partial"
 
 
-def test_a_stream_that_ends_without_a_finish_is_incomplete(server: Harness) -> None:
+def test_a_stream_that_ends_without_a_finish_raises_with_the_partial(server: Harness) -> None:
     server.script.append(Reply.sse([{"choices": [{"text": "Half", "index": 0}]}]))
-    events = list(backend(server).stream("Hi"))
+    events: list[Any] = []
+    with pytest.raises(StreamInterrupted) as info:
+        events.extend(backend(server).stream("Hi"))
+    assert info.value.partial.message.text == "Half"
+    assert info.value.partial.finish_reason == FinishReason.INCOMPLETE
+
+
+def test_accept_incomplete_returns_the_unfinished_stream(server: Harness) -> None:
+    server.script.append(Reply.sse([{"choices": [{"text": "Half", "index": 0}]}]))
+    llm = backend(server)
+    llm.accept_incomplete = True
+    events = list(llm.stream("Hi"))
     assert events[-1] == Finished(FinishReason.INCOMPLETE)
     assert not any(isinstance(e, UsageReported) for e in events)
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from chatlane.backends.fake import Fake
-from chatlane.errors import ChatlaneError, RateLimited, StreamInterrupted, TimeoutError
+from chatlane.errors import ChatlaneError, RateLimited, StreamInterrupted, TimeoutException
 from chatlane.events import (
     ChatEvent,
     Finished,
@@ -93,7 +93,7 @@ def test_a_stream_that_breaks_midway_gives_the_partial_response() -> None:
     events: list[ChatEvent | BaseException] = [
         TextDelta("Half an "),
         TextDelta("answer"),
-        TimeoutError("idle for 30 s", kind="idle"),
+        TimeoutException("idle for 30 s", kind="idle"),
     ]
     fake = Fake([events])
     stream = fake.stream("x")
@@ -103,7 +103,7 @@ def test_a_stream_that_breaks_midway_gives_the_partial_response() -> None:
     assert [e.text for e in received if isinstance(e, TextDelta)] == ["Half an ", "answer"]
     assert info.value.partial.text == "Half an answer"
     assert info.value.partial.finish_reason is FinishReason.INCOMPLETE
-    assert isinstance(info.value.__cause__, TimeoutError)
+    assert isinstance(info.value.__cause__, TimeoutException)
 
 
 def test_a_callable_answers_from_the_request() -> None:
@@ -154,7 +154,7 @@ def test_async_twins() -> None:
 
 def test_async_stream_interruption() -> None:
     async def main() -> StreamInterrupted:
-        fake = Fake([[TextDelta("part"), TimeoutError("gone")]])
+        fake = Fake([[TextDelta("part"), TimeoutException("gone")]])
         stream = fake.astream("x")
         with pytest.raises(StreamInterrupted) as info:
             async for _ in stream:

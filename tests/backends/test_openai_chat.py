@@ -27,7 +27,7 @@ from chatlane.errors import (
     RateLimited,
     ServerError,
     StreamInterrupted,
-    TimeoutError,
+    TimeoutException,
     TransportError,
 )
 from chatlane.events import TextDelta
@@ -443,7 +443,7 @@ def test_stall_longer_than_idle_timeout(server: ScriptedServer, mode: str) -> No
     server.route(PATH, tool_stream_breaking([Pause(5), chunk("late")]))
     llm = backend(server.url, timeouts=Timeouts(idle=0.3))
     _, error = run_stream(mode, llm, "x")
-    assert_partial(error, TimeoutError)
+    assert_partial(error, TimeoutException)
     assert error.__cause__.kind == "idle"  # type: ignore[union-attr]
 
 
@@ -451,7 +451,7 @@ def test_stall_before_the_first_event_is_a_timeout(server: ScriptedServer, mode:
     server.route(PATH, Reply.sse([Pause(5), chunk("late")]))
     events, error = run_stream(mode, backend(server.url, timeouts=Timeouts(idle=0.3)), "x")
     assert events == []
-    assert isinstance(error, TimeoutError)
+    assert isinstance(error, TimeoutException)
     assert error.kind == "idle"
 
 
@@ -521,9 +521,20 @@ def test_error_object_with_status_200(server: ScriptedServer, mode: str) -> None
     assert "bad key" in str(result)
 
 
-def test_stream_ended_without_finish(server: ScriptedServer, mode: str) -> None:
-    server.route(PATH, Reply.sse([chunk("cut"), chunk(" off")]))
-    _, response = run_stream(mode, backend(server.url), "x")
+def test_stream_ended_without_finish_raises_with_the_partial(
+    server: ScriptedServer, mode: str
+) -> None:
+    server.route(PATH, Reply.sse([chunk("cut"), chunk(" off")], done=False))
+    _, error = run_stream(mode, backend(server.url), "x")
+    assert isinstance(error, StreamInterrupted)
+    assert error.partial.message.text == "cut off"
+    assert error.partial.finish_reason == "incomplete"
+    assert "no finish reason" in str(error)
+
+
+def test_accept_incomplete_returns_the_cut_off_answer(server: ScriptedServer, mode: str) -> None:
+    server.route(PATH, Reply.sse([chunk("cut"), chunk(" off")], done=False))
+    _, response = run_stream(mode, backend(server.url, accept_incomplete=True), "x")
     assert isinstance(response, ChatResponse)
     assert response.message.text == "cut off"
     assert response.finish_reason == "incomplete"
@@ -535,7 +546,7 @@ def test_deadline_covers_retries_and_stream(server: ScriptedServer, mode: str) -
     _, error = run_stream(mode, backend(server.url, timeouts=Timeouts(total=0.5)), "x")
     assert isinstance(error, StreamInterrupted)
     cause = error.__cause__
-    assert isinstance(cause, TimeoutError)
+    assert isinstance(cause, TimeoutException)
     assert cause.kind == "deadline"
     assert error.partial.message.text.startswith("0 1 2 ")
 

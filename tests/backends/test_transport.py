@@ -35,7 +35,7 @@ from chatlane.errors import (
     ParseError,
     RateLimited,
     ServerError,
-    TimeoutError,
+    TimeoutException,
     TransportError,
 )
 from support import CLOSE, RESET, Pause, Reply, ScriptedServer, free_port
@@ -433,7 +433,7 @@ def test_slow_answer_is_a_read_timeout_not_retried(server: ScriptedServer, mode:
     server.route("/x", Reply(body="{}", delay=2))
     start = time.monotonic()
     result = post(mode, make(server.url, timeouts=Timeouts(read=0.3)))
-    assert isinstance(result, TimeoutError)
+    assert isinstance(result, TimeoutException)
     assert result.kind == "read"
     assert time.monotonic() - start < 1.5
     assert len(server.requests) == 1
@@ -466,7 +466,7 @@ def test_stall_longer_than_the_idle_timeout_fails_fast(server: ScriptedServer, m
     items, error = stream(mode, make(server.url, timeouts=Timeouts(idle=0.3)))
     elapsed = time.monotonic() - start
     assert items == ["a"]
-    assert isinstance(error, TimeoutError)
+    assert isinstance(error, TimeoutException)
     assert error.kind == "idle"
     assert "idle for more than 0.3 s" in str(error)
     assert elapsed < 2
@@ -488,7 +488,7 @@ def test_total_deadline_ends_a_trickling_stream(server: ScriptedServer, mode: st
     start = time.monotonic()
     items, error = stream(mode, make(server.url, timeouts=Timeouts(idle=1, total=0.6)))
     elapsed = time.monotonic() - start
-    assert isinstance(error, TimeoutError)
+    assert isinstance(error, TimeoutException)
     assert error.kind == "deadline"
     assert 3 <= len(items) < 100
     assert items == [str(i) for i in range(len(items))]
@@ -499,7 +499,7 @@ def test_total_deadline_bounds_waiting_for_headers(server: ScriptedServer, mode:
     server.route("/x", Reply(body="{}", delay=3))
     start = time.monotonic()
     result = post(mode, make(server.url, timeouts=Timeouts(total=0.4)))
-    assert isinstance(result, TimeoutError)
+    assert isinstance(result, TimeoutException)
     assert result.kind == "deadline"
     assert time.monotonic() - start < 1.5
 

@@ -237,6 +237,15 @@ class ScriptedServer:
         with self._lock:
             self._routes[(method.upper(), path)] = _Route(replies, repeat)
 
+    def reset(self) -> None:
+        """Forget the script and what was recorded, so one running server can serve many
+        tests (the transport-fault matrix starts one for all its cases)."""
+        with self._lock:
+            self._routes.clear()
+            self.requests.clear()
+            self.connections = 0
+            self.disconnects = 0
+
     def _reply_for(self, request: Recorded) -> Reply:
         with self._lock:
             route = self._routes.get((request.method, request.path))

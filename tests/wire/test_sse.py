@@ -129,3 +129,38 @@ def test_any_split_of_any_stream_gives_the_same_events(
     cuts = sorted(data.draw(st.sets(st.integers(0, len(stream)), max_size=12)))
     pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
     assert [e.json() for e in decode(*pieces)] == payloads
+
+
+def test_a_long_line_in_small_pieces_comes_out_whole() -> None:
+    # 1 MiB of data in 4 KiB pieces: kept as pieces and joined once at the line's end.
+    payload = b"x" * (1024 * 1024)
+    raw = b"data: " + payload + b"\n\n"
+    pieces = [raw[i : i + 4096] for i in range(0, len(raw), 4096)]
+    events = decode(*pieces)
+    assert len(events) == 1
+    assert events[0].data == payload.decode()
+
+
+def test_an_event_larger_than_the_cap_raises_a_clear_error() -> None:
+    decoder = SSEDecoder(max_event_bytes=10_000)
+    decoder.feed(b"x" * 4096)
+    decoder.feed(b"x" * 4096)
+    with pytest.raises(ParseError, match="larger than the limit of 10000 bytes"):
+        decoder.feed(b"x" * 4096)
+
+
+def test_the_cap_counts_every_line_of_one_event() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    # Many short data lines of one event add up past the cap.
+    with pytest.raises(ParseError, match="max_event_bytes"):
+        decoder.feed(b"data: 0123456789\n" * 20)
+    # Events under the cap pass, however many there are.
+    ok = SSEDecoder(max_event_bytes=100)
+    assert len(ok.feed(b"data: 0123456789\n\n" * 50)) == 50
+
+
+def test_the_cap_is_checked_when_made() -> None:
+    from chatlane.errors import InputError
+
+    with pytest.raises(InputError, match="max_event_bytes"):
+        SSEDecoder(max_event_bytes=0)

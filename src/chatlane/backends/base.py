@@ -12,11 +12,18 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from chatlane.errors import APIStatusError, ParseError, StreamInterrupted, TransportError
+from chatlane.errors import (
+    APIStatusError,
+    ChatlaneError,
+    ParseError,
+    StreamInterrupted,
+    TransportError,
+    redact_error,
+)
 from chatlane.events import Accumulator, ChatEvent, TextDelta
 from chatlane.messages import Message
 from chatlane.request import ChatRequest, ResponseFormat
-from chatlane.response import ChatResponse
+from chatlane.response import ChatResponse, FinishReason
 
 __all__ = ["AsyncChatStream", "Backend", "ChatStream", "RequestLike"]
 
@@ -33,6 +40,62 @@ def _interrupted(error: Exception, acc: Accumulator) -> StreamInterrupted:
     )
 
 
+def _unfinished(acc: Accumulator) -> StreamInterrupted | None:
+    """The error for a stream whose body ended without the server saying the answer was done
+    (no finish reason), or None when every choice finished."""
+    response = acc.response()
+    if all(c.finish_reason != FinishReason.INCOMPLETE for c in response.choices):
+        return None
+    return StreamInterrupted(
+        "the stream ended before the server said the answer was done (no finish reason), so "
+        "the answer may be cut off",
+        partial=response,
+    )
+
+
+class _StreamState:
+    """What `ChatStream` and `AsyncChatStream` share: the accumulator and the rules that turn
+    a stream's end or failure into a response or an error (the one place for both twins)."""
+
+    __slots__ = ("acc", "accept_incomplete", "delivered", "finished", "secrets")
+
+    def __init__(
+        self,
+        response_format: ResponseFormat | None,
+        accept_incomplete: bool,
+        secrets: tuple[str, ...],
+    ) -> None:
+        self.acc = Accumulator(response_format)
+        self.accept_incomplete = accept_incomplete
+        self.secrets = secrets
+        self.delivered = False
+        self.finished = False
+
+    def ended(self) -> None:
+        """The events ran out: raise `StreamInterrupted` for an unfinished answer."""
+        self.finished = True
+        if not self.accept_incomplete:
+            error = _unfinished(self.acc)
+            if error is not None:
+                raise error
+
+    def failed(self, error: Exception) -> Exception | None:
+        """The error to raise for a failure while streaming (None: end the stream quietly,
+        keeping the partial answer, when ``accept_incomplete`` is set)."""
+        self.finished = True
+        if isinstance(error, ChatlaneError):
+            redact_error(error, self.secrets)
+        if isinstance(error, StreamInterrupted):
+            return None if self.accept_incomplete else error
+        if isinstance(error, _INTERRUPTIONS) and self.delivered:
+            if self.accept_incomplete:
+                return None
+            interrupted = _interrupted(error, self.acc)
+            redact_error(interrupted, self.secrets)
+            return interrupted
+        return error
+
+
 class ChatStream:
     """A streamed response: iterate it for `ChatEvent`s; `.response` is the whole response.
 
@@ -41,32 +104,41 @@ class ChatStream:
     """
 
     def __init__(
-        self, events: Iterator[ChatEvent], response_format: ResponseFormat | None = None
+        self,
+        events: Iterator[ChatEvent],
+        response_format: ResponseFormat | None = None,
+        *,
+        accept_incomplete: bool = False,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self._events = events
-        self._acc = Accumulator(response_format)
-        self._delivered = False
-        self._finished = False
+        self._state = _StreamState(response_format, accept_incomplete, secrets)
+        self._acc = self._state.acc
+
+    @property
+    def _finished(self) -> bool:
+        return self._state.finished
 
     def __iter__(self) -> Iterator[ChatEvent]:
         return self
 
     def __next__(self) -> ChatEvent:
+        if self._state.finished:
+            raise StopIteration
         try:
             event = next(self._events)
         except StopIteration:
-            self._finished = True
+            self._state.ended()
             raise
-        except StreamInterrupted:
-            self._finished = True
-            raise
-        except _INTERRUPTIONS as e:
-            self._finished = True
-            if self._delivered:
-                raise _interrupted(e, self._acc) from e
-            raise
+        except Exception as e:
+            error = self._state.failed(e)
+            if error is None:
+                raise StopIteration from None
+            if error is e:
+                raise
+            raise error from e
         self._acc.add(event)
-        self._delivered = True
+        self._state.delivered = True
         return event
 
     def text_stream(self) -> Iterator[str]:
@@ -89,7 +161,7 @@ class ChatStream:
 
     def close(self) -> None:
         """Stop the stream and release what it holds."""
-        self._finished = True
+        self._state.finished = True
         close = getattr(self._events, "close", None)
         if close is not None:
             close()
@@ -110,32 +182,41 @@ class AsyncChatStream:
     """The async twin of `ChatStream`: ``async for event in stream``; ``await stream.get_response()``."""
 
     def __init__(
-        self, events: AsyncIterator[ChatEvent], response_format: ResponseFormat | None = None
+        self,
+        events: AsyncIterator[ChatEvent],
+        response_format: ResponseFormat | None = None,
+        *,
+        accept_incomplete: bool = False,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self._events = events
-        self._acc = Accumulator(response_format)
-        self._delivered = False
-        self._finished = False
+        self._state = _StreamState(response_format, accept_incomplete, secrets)
+        self._acc = self._state.acc
+
+    @property
+    def _finished(self) -> bool:
+        return self._state.finished
 
     def __aiter__(self) -> AsyncIterator[ChatEvent]:
         return self
 
     async def __anext__(self) -> ChatEvent:
+        if self._state.finished:
+            raise StopAsyncIteration
         try:
             event = await self._events.__anext__()
         except StopAsyncIteration:
-            self._finished = True
+            self._state.ended()
             raise
-        except StreamInterrupted:
-            self._finished = True
-            raise
-        except _INTERRUPTIONS as e:
-            self._finished = True
-            if self._delivered:
-                raise _interrupted(e, self._acc) from e
-            raise
+        except Exception as e:
+            error = self._state.failed(e)
+            if error is None:
+                raise StopAsyncIteration from None
+            if error is e:
+                raise
+            raise error from e
         self._acc.add(event)
-        self._delivered = True
+        self._state.delivered = True
         return event
 
     async def text_stream(self) -> AsyncIterator[str]:
@@ -164,7 +245,7 @@ class AsyncChatStream:
 
     async def aclose(self) -> None:
         """Stop the stream and release what it holds."""
-        self._finished = True
+        self._state.finished = True
         aclose = getattr(self._events, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -191,6 +272,16 @@ class Backend(abc.ABC):
     #: The model this backend talks to, when it knows it.
     model: str | None = None
 
+    #: Whether a stream that ends or breaks before the server said the answer was done is
+    #: returned as a response with finish reason ``incomplete`` (True) instead of raising
+    #: `StreamInterrupted` carrying it (False, the default: a cut-off answer is never passed
+    #: off as a complete one). Set it per backend (``OpenAIChat(..., accept_incomplete=True)``).
+    accept_incomplete: bool = False
+
+    def _secrets(self) -> tuple[str, ...]:
+        """The configured secrets (API keys) masked in every error this backend raises."""
+        return ()
+
     def request(self, request: RequestLike, /, **params: Any) -> ChatRequest:
         """The request a call with these arguments sends (with this backend's defaults)."""
         req = ChatRequest.coerce(request, **params)
@@ -200,21 +291,49 @@ class Backend(abc.ABC):
 
     def chat(self, request: RequestLike, /, **params: Any) -> ChatResponse:
         """Send a request and return the whole response."""
-        return self._chat(self.request(request, **params))
+        req = self.request(request, **params)
+        try:
+            return self._chat(req)
+        except ChatlaneError as e:
+            redact_error(e, self._secrets())
+            raise
 
     def stream(self, request: RequestLike, /, **params: Any) -> ChatStream:
         """Send a request and stream its events."""
         req = self.request(request, **params)
-        return ChatStream(self._events(req), req.response_format)
+        return self._chat_stream(self._events(req), req)
 
     async def achat(self, request: RequestLike, /, **params: Any) -> ChatResponse:
         """The async twin of `chat`."""
-        return await self._achat(self.request(request, **params))
+        req = self.request(request, **params)
+        try:
+            return await self._achat(req)
+        except ChatlaneError as e:
+            redact_error(e, self._secrets())
+            raise
 
     def astream(self, request: RequestLike, /, **params: Any) -> AsyncChatStream:
         """The async twin of `stream` (use ``async for`` or ``async with``)."""
         req = self.request(request, **params)
-        return AsyncChatStream(self._aevents(req), req.response_format)
+        return self._achat_stream(self._aevents(req), req)
+
+    def _chat_stream(self, events: Iterator[ChatEvent], request: ChatRequest) -> ChatStream:
+        return ChatStream(
+            events,
+            request.response_format,
+            accept_incomplete=self.accept_incomplete,
+            secrets=self._secrets(),
+        )
+
+    def _achat_stream(
+        self, events: AsyncIterator[ChatEvent], request: ChatRequest
+    ) -> AsyncChatStream:
+        return AsyncChatStream(
+            events,
+            request.response_format,
+            accept_incomplete=self.accept_incomplete,
+            secrets=self._secrets(),
+        )
 
     # What a backend implements.
 
@@ -227,10 +346,10 @@ class Backend(abc.ABC):
         """The async twin of `_events`."""
 
     def _chat(self, request: ChatRequest) -> ChatResponse:
-        return ChatStream(self._events(request), request.response_format).response
+        return self._chat_stream(self._events(request), request).response
 
     async def _achat(self, request: ChatRequest) -> ChatResponse:
-        return await AsyncChatStream(self._aevents(request), request.response_format).get_response()
+        return await self._achat_stream(self._aevents(request), request).get_response()
 
     def close(self) -> None:  # noqa: B027 - backends without resources need not override it
         """Release connections or the loaded model."""

@@ -27,14 +27,23 @@ way to, so there the format's prompt asks for it and `ChatResponse.parsed` valid
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from chatlane.backends.base import Backend
-from chatlane.errors import InputError
-from chatlane.events import ChatEvent, Finished, ResponseStarted, UsageReported
+from chatlane.errors import (
+    APIStatusError,
+    ChatlaneError,
+    InputError,
+    TimeoutException,
+    TransportError,
+    UnexpectedResponse,
+)
+from chatlane.events import ChatEvent, Finished, ResponseStarted, StreamResumed, UsageReported
+from chatlane.messages import Message, Role
 from chatlane.request import ChatRequest
-from chatlane.response import ChatResponse, FinishReason
+from chatlane.response import ChatResponse, FinishReason, Usage
 from chatlane.wire.completions import (
     CompletionDialect,
     CompletionPiece,
@@ -53,6 +62,8 @@ if TYPE_CHECKING:
     from chatlane.formats.base import Prompt, PromptFormat, StreamParser
 
 __all__ = ["CompletionChat", "CompletionDecoder", "PromptAs"]
+
+log = logging.getLogger("chatlane.completion")
 
 PromptAs = Literal["auto", "text", "tokens"]
 """How the rendered prompt is sent: ``auto``, always ``text``, or always ``tokens``."""
@@ -247,6 +258,9 @@ class CompletionChat(Backend):
             prompt itself (then chatlane leaves it out of the text); by default true for
             ``openai`` and ``llama.cpp``, false for ``aleph-alpha``.
         path: the endpoint's path under ``base_url``, when a proxy moved it.
+        accept_incomplete: return a stream that ended or broke before the server said the
+            answer was done as a response with finish reason ``incomplete``, instead of raising
+            `StreamInterrupted` carrying it (the default).
         headers, params, timeouts, retry, max_connections, max_keepalive, http_client,
             async_http_client: the `Transport`'s options (see there).
         transport: an existing `Transport` to share (instead of ``base_url`` and the options).
@@ -263,6 +277,7 @@ class CompletionChat(Backend):
         prompt_as: PromptAs = "auto",
         server_adds_bos: bool | None = None,
         path: str | None = None,
+        accept_incomplete: bool = False,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         timeouts: Timeouts | None = None,
@@ -271,6 +286,7 @@ class CompletionChat(Backend):
         max_keepalive: int = 100,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
+        max_event_bytes: int | None = None,
         transport: Transport | None = None,
     ) -> None:
         from chatlane.backends.transport import Transport
@@ -285,6 +301,7 @@ class CompletionChat(Backend):
         self.format: PromptFormat = _pick_format(format, model)
         self.model = model
         self.path = path or endpoint_path(self.dialect)
+        self.accept_incomplete = accept_incomplete
         if transport is not None:
             if base_url is not None or api_key is not None:
                 raise InputError("give either a transport or a base_url and api_key, not both")
@@ -310,11 +327,15 @@ class CompletionChat(Backend):
             max_keepalive=max_keepalive,
             http_client=http_client,
             async_http_client=async_http_client,
+            max_event_bytes=max_event_bytes,
         )
 
     @property
     def base_url(self) -> str:
         return self.transport.base_url
+
+    def _secrets(self) -> tuple[str, ...]:
+        return self.transport._secrets()
 
     def with_options(
         self,
@@ -334,6 +355,7 @@ class CompletionChat(Backend):
             prompt_as=self.prompt_as,
             server_adds_bos=self.server_adds_bos,
             path=self.path,
+            accept_incomplete=self.accept_incomplete,
             transport=self.transport.with_options(
                 headers=headers, params=params, timeouts=timeouts, retry=retry
             ),
@@ -402,34 +424,47 @@ class CompletionChat(Backend):
     # The Backend protocol.
 
     def _events(self, request: ChatRequest) -> Iterator[ChatEvent]:
-        body = self.body(request, stream=True)
-        decoder = self._decoder(request)
-        stream = self.transport.stream_json(
-            self.path, body, params=encode_query(request, self.dialect)
-        )
-        try:
-            for chunk in stream:
-                for piece in decode_chunk(chunk, self.dialect):
-                    yield from decoder.feed(piece)
-            yield from decoder.finish()
-        finally:
-            stream.close()
+        run = _StreamRun(self, request)
+        while True:
+            stream = self.transport.stream_json(
+                self.path, run.body(), params=encode_query(request, self.dialect)
+            )
+            try:
+                for chunk in stream:
+                    yield from run.feed(chunk)
+                yield from run.decoder.finish()
+                return
+            except ChatlaneError as e:
+                resumed = run.resume(e)
+                if resumed is None:
+                    yield from run.flush()
+                    raise
+                yield resumed
+            finally:
+                stream.close()
 
     async def _aevents(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
-        body = self.body(request, stream=True)
-        decoder = self._decoder(request)
-        stream = self.transport.astream_json(
-            self.path, body, params=encode_query(request, self.dialect)
-        )
-        try:
-            async for chunk in stream:
-                for piece in decode_chunk(chunk, self.dialect):
-                    for event in decoder.feed(piece):
+        run = _StreamRun(self, request)
+        while True:
+            stream = self.transport.astream_json(
+                self.path, run.body(), params=encode_query(request, self.dialect)
+            )
+            try:
+                async for chunk in stream:
+                    for event in run.feed(chunk):
                         yield event
-            for event in decoder.finish():
-                yield event
-        finally:
-            await stream.aclose()
+                for event in run.decoder.finish():
+                    yield event
+                return
+            except ChatlaneError as e:
+                resumed = run.resume(e)
+                if resumed is None:
+                    for event in run.flush():
+                        yield event
+                    raise
+                yield resumed
+            finally:
+                await stream.aclose()
 
     def _chat(self, request: ChatRequest) -> ChatResponse:
         raw = self.transport.post_json(
@@ -461,6 +496,104 @@ class CompletionChat(Backend):
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+class _StreamRun:
+    """One streamed call across its attempts: the decoder (one for the whole answer), the raw
+    text of the answer so far, and the usage of attempts that broke.
+
+    A resume (`RetryPolicy.resume`) renders the same conversation with the raw text so far as
+    a prefilled assistant message: the format leaves that message open, so the server goes on
+    from exactly where the answer stopped, and its pieces feed the same decoder.
+    """
+
+    __slots__ = ("attempt_prompt", "backend", "decoder", "fed", "request", "resumes", "text",
+                 "usage")  # fmt: skip
+
+    def __init__(self, backend: CompletionChat, request: ChatRequest) -> None:
+        self.backend = backend
+        self.request = request
+        self.decoder = backend._decoder(request)
+        self.text = ""
+        self.fed = False
+        self.resumes = 0
+        self.usage: Usage | None = None
+        self.attempt_prompt: Prompt | None = None
+
+    def body(self) -> dict[str, Any]:
+        request = self.request
+        if self.text:
+            request = dataclasses.replace(
+                request, messages=(*request.messages, Message(Role.ASSISTANT, self.text))
+            )
+        self.attempt_prompt = self.backend.render(request)
+        return self.backend.body(request, stream=True)
+
+    def feed(self, chunk: Any) -> list[ChatEvent]:
+        events: list[ChatEvent] = []
+        for piece in decode_chunk(chunk, self.backend.dialect):
+            if piece.text:
+                self.fed = True
+                if piece.choice == 0:
+                    self.text += piece.text
+            if piece.usage is not None and self.usage is not None:
+                piece = dataclasses.replace(piece, usage=self.usage + piece.usage)
+            events += self.decoder.feed(piece)
+        return events
+
+    def flush(self) -> list[ChatEvent]:
+        """The text the decoder held back (a possible stop sequence or call start), so that a
+        broken stream's partial answer keeps everything that arrived."""
+        return self.decoder.finish() if self.fed else []
+
+    def resume(self, error: ChatlaneError) -> StreamResumed | None:
+        """Prepare the next attempt after ``error``, or None when the stream cannot be resumed
+        (not asked for, no text yet, several choices, retries spent, or an error that asking
+        again would not cure)."""
+        policy = self.backend.transport.retry
+        if not policy.resume or not self.text or self.resumes >= policy.max_retries:
+            return None
+        if (self.request.n or 1) != 1 or not _resumable(error, policy.statuses):
+            return None
+        # Text that a server tokenizing the prompt would read as a control token (a call's
+        # start tag, say) would not be continued exactly as text; such answers are not resumed.
+        prefilled = dataclasses.replace(
+            self.request,
+            messages=(*self.request.messages, Message(Role.ASSISTANT, self.text)),
+        )
+        if self.backend.format.misread_text(self.backend.render(prefilled)) is not None:
+            return None
+        self.usage = _sum(self.usage, self._spent())
+        self.resumes += 1
+        reason = str(error)
+        log.info("resuming a broken stream (resume %d) after: %s", self.resumes, reason)
+        return StreamResumed(self.resumes, len(self.text), reason)
+
+    def _spent(self) -> Usage | None:
+        """The tokens the broken attempt used: the server did not report them, so they are
+        counted with the format's tokenizer (the prompt it was sent, the text it produced)."""
+        tokenizer = self.backend.format.tokenizer
+        prompt = self.attempt_prompt
+        if tokenizer is None or prompt is None:
+            return None
+        prompt_tokens = len(prompt.tokens) if prompt.tokens else len(tokenizer.encode(prompt.text))
+        previous = self.usage.completion_tokens if self.usage is not None else 0
+        completion = max(0, len(tokenizer.encode(self.text)) - previous)
+        return Usage(prompt_tokens, completion, prompt_tokens + completion)
+
+
+def _sum(a: Usage | None, b: Usage | None) -> Usage | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _resumable(error: ChatlaneError, statuses: frozenset[int]) -> bool:
+    if isinstance(error, TimeoutException):
+        return error.kind == "idle"
+    if isinstance(error, APIStatusError):
+        return error.status_code in statuses
+    return isinstance(error, TransportError) and not isinstance(error, UnexpectedResponse)
 
 
 def _pick_format(format: PromptFormat | str | None, model: str | None) -> PromptFormat:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from chatlane.backends.base import Backend
-from chatlane.backends.transport import RetryPolicy, Timeouts, Transport, reported_error
+from chatlane.backends.transport import RetryPolicy, Timeouts, Transport
 from chatlane.errors import InputError
 from chatlane.events import ChatEvent
 from chatlane.request import ChatRequest, StreamOptions
@@ -59,6 +59,9 @@ class OpenAIChat(Backend):
         timeouts: connect, read, idle-stream and total-deadline limits (`Timeouts`).
         retry: when and how often to retry (`RetryPolicy`).
         include_usage: ask streamed responses to report token usage at their end.
+        accept_incomplete: return a stream that ended or broke before the server said the
+            answer was done as a response with finish reason ``incomplete``, instead of raising
+            `StreamInterrupted` carrying it (the default).
         path: the endpoint path under ``base_url``.
         max_connections: the connection pool's limit.
         max_keepalive: idle connections kept for reuse.
@@ -81,11 +84,13 @@ class OpenAIChat(Backend):
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         include_usage: bool = True,
+        accept_incomplete: bool = False,
         path: str = "chat/completions",
         max_connections: int = 1000,
         max_keepalive: int = 100,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
+        max_event_bytes: int | None = None,
     ) -> None:
         from chatlane.wire.openai import DIALECTS
 
@@ -108,15 +113,20 @@ class OpenAIChat(Backend):
             max_keepalive=max_keepalive,
             http_client=http_client,
             async_http_client=async_http_client,
+            max_event_bytes=max_event_bytes,
         )
         self.model = model
         self.dialect = dialect
         self.include_usage = include_usage
+        self.accept_incomplete = accept_incomplete
         self.path = path
 
     @property
     def base_url(self) -> str:
         return self.transport.base_url
+
+    def _secrets(self) -> tuple[str, ...]:
+        return self.transport._secrets()
 
     def with_options(
         self,
@@ -139,6 +149,7 @@ class OpenAIChat(Backend):
         copy.model = model if model is not None else self.model
         copy.dialect = self.dialect
         copy.include_usage = self.include_usage
+        copy.accept_incomplete = self.accept_incomplete
         copy.path = self.path
         return copy
 
@@ -169,7 +180,6 @@ class OpenAIChat(Backend):
         chunks = self.transport.stream_json(self.path, body, params=query)
         try:
             for chunk in chunks:
-                self._check(chunk)
                 yield from assembler.feed(chunk)
             yield from assembler.finish()
         finally:
@@ -183,19 +193,12 @@ class OpenAIChat(Backend):
         chunks = self.transport.astream_json(self.path, body, params=query)
         try:
             async for chunk in chunks:
-                self._check(chunk)
                 for event in assembler.feed(chunk):
                     yield event
             for event in assembler.finish():
                 yield event
         finally:
             await chunks.aclose()
-
-    def _check(self, chunk: Any) -> None:
-        """Raise the mapped error for an error object in place of a chunk (vLLM and OpenAI
-        report failures mid-stream as ``data: {"error": {...}}``)."""
-        if type(chunk) is dict and "error" in chunk and not chunk.get("choices"):
-            raise reported_error(chunk, secrets=self.transport._secrets())
 
     def _chat(self, request: ChatRequest) -> ChatResponse:
         body, query = self._body(request, stream=False)
@@ -210,9 +213,7 @@ class OpenAIChat(Backend):
     def _decode(self, request: ChatRequest, data: Any) -> ChatResponse:
         from chatlane.wire.openai import decode_response
 
-        if isinstance(data, dict) and "error" in data and "choices" not in data:
-            # A 200 carrying an error object: some proxies and servers answer like that.
-            raise reported_error(data, secrets=self.transport._secrets())
+        # A 200 carrying an error object was raised by the transport already.
         return decode_response(data, response_format=request.response_format)
 
     # Connections

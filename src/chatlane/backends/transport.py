@@ -19,7 +19,7 @@ What it owns, so that no backend has to:
   wait for the next piece of a stream, so a stalled stream fails fast); and a total deadline
   covering the whole call with its retries and backoff sleeps.
 - **Errors**: every failure lands in the `chatlane.errors` tree: `ConnectError`,
-  `TimeoutError` (``kind`` says which limit), `TransportError`, and `APIStatusError`
+  `TimeoutException` (``kind`` says which limit), `TransportError`, and `APIStatusError`
   subclasses carrying the status, the body, the parsed ``{"error": ...}`` object and the
   request id.
 - **Secrets**: the API key is sent in a header and never appears in a repr, a log record or an
@@ -46,16 +46,15 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 from chatlane._version import __version__
 from chatlane.errors import (
     APIStatusError,
-    AuthenticationError,
-    BadRequest,
+    ChatlaneError,
     ConnectError,
     InputError,
-    NotFound,
     ParseError,
-    RateLimited,
-    ServerError,
-    TimeoutError,
+    TimeoutException,
     TransportError,
+    UnexpectedResponse,
+    redact_error,
+    status_error_class,
 )
 
 if TYPE_CHECKING:
@@ -69,6 +68,7 @@ __all__ = [
     "RetryPolicy",
     "Timeouts",
     "Transport",
+    "in_band_error",
     "reported_error",
     "retry_after",
     "status_error",
@@ -150,6 +150,12 @@ class RetryPolicy:
         default_factory=lambda: frozenset({408, 409, 429, 500, 502, 503, 504})
     )
     """The HTTP statuses worth retrying."""
+    resume: bool = False
+    """Continue a stream that broke after text arrived, exactly, where the backend can: a raw
+    completion backend (`CompletionChat`) renders the same prompt with the text so far as the
+    start of the answer and goes on in one stream and one response (usage sums the attempts;
+    `ChatResponse.resumed` and the log record it). Each resume counts against
+    ``max_retries``. Where the backend cannot, the break raises `StreamInterrupted`."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -285,19 +291,7 @@ def status_error(
             detail = parsed["message"]
     elif parsed is not None:
         error = parsed
-    cls: type[APIStatusError]
-    if status in (400, 422):
-        cls = BadRequest
-    elif status in (401, 403):
-        cls = AuthenticationError
-    elif status == 404:
-        cls = NotFound
-    elif status == 429:
-        cls = RateLimited
-    elif status >= 500:
-        cls = ServerError
-    else:
-        cls = APIStatusError
+    cls = status_error_class(status)
     message = f"HTTP {status}{' ' + reason if reason else ''}"
     if detail:
         message += f": {detail}"
@@ -339,10 +333,10 @@ class _JSONEvents:
 
     __slots__ = ("_done", "_secrets", "_sse")
 
-    def __init__(self, secrets: tuple[str, ...]) -> None:
+    def __init__(self, secrets: tuple[str, ...], max_event_bytes: int | None) -> None:
         from chatlane.wire.sse import SSEDecoder
 
-        self._sse = SSEDecoder()
+        self._sse = SSEDecoder(max_event_bytes)
         self._done = False
         self._secrets = secrets
 
@@ -362,10 +356,21 @@ class _JSONEvents:
                 self._done = True
                 continue
             value = event.json()
-            if event.event == "error":
+            if event.event == "error" or in_band_error(value):
                 raise reported_error(value, secrets=self._secrets)
             values.append(value)
         return values
+
+
+def in_band_error(value: Any) -> bool:
+    """Whether a JSON answer (or a stream's event) is an error the server sent with status 200.
+
+    vLLM and OpenAI report failures mid-stream as ``data: {"error": {...}}``, llama.cpp's
+    ``/completion`` the same, and some proxies answer whole requests like that; a chunk that
+    carries choices is an answer, whatever else it has. This is the one place such errors are
+    recognised (`stream_json` and `post_json` raise them through `reported_error`).
+    """
+    return type(value) is dict and value.get("error") is not None and not value.get("choices")
 
 
 def _request_id(headers: Mapping[str, str]) -> str | None:
@@ -374,6 +379,15 @@ def _request_id(headers: Mapping[str, str]) -> str | None:
         if value:
             return value
     return None
+
+
+def _feed(decoder: Decoder[T], chunk: bytes | None, attempt: _Attempt) -> list[T]:
+    """The decoder's items for a piece (``None``: the end), its errors with the key masked."""
+    try:
+        return decoder.feed(chunk) if chunk is not None else decoder.finish()
+    except ChatlaneError as e:
+        redact_error(e, attempt.transport._secrets())
+        raise
 
 
 class _Attempt:
@@ -453,8 +467,8 @@ class _Attempt:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise self.deadline_error()
 
-    def deadline_error(self) -> TimeoutError:
-        return TimeoutError(
+    def deadline_error(self) -> TimeoutException:
+        return TimeoutException(
             f"{self.method} {self.transport.url_for_messages(self.url)}: the total deadline of "
             f"{_seconds(self.timeouts.total)} ran out"
             + (
@@ -474,16 +488,16 @@ class _Attempt:
             if self.deadline is not None and time.monotonic() >= self.deadline - 0.005:
                 return self.deadline_error()
             if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-                return TimeoutError(
+                return TimeoutException(
                     f"{where}: no connection within {_seconds(self.timeouts.connect)}",
                     kind="connect",
                 )
             if self.stream:
-                return TimeoutError(
+                return TimeoutException(
                     f"{where}: the stream was idle for more than {_seconds(self.timeouts.idle)}",
                     kind="idle",
                 )
-            return TimeoutError(
+            return TimeoutException(
                 f"{where}: no answer within {_seconds(self.timeouts.read)}", kind="read"
             )
         if isinstance(exc, httpx.ConnectError):
@@ -508,7 +522,7 @@ class _Attempt:
                 return None
             if should != "true" and error.status_code not in policy.statuses:
                 return None
-        elif isinstance(error, TimeoutError):
+        elif isinstance(error, TimeoutException):
             # A server that is slow to answer is most likely working on the request: asking
             # again would pile up work (and cost), so only connect timeouts are retried.
             if error.kind != "connect":
@@ -549,15 +563,37 @@ class _Attempt:
         )
 
     def decode_json(self, response: httpx.Response, body: bytes) -> Any:
+        """The JSON answer; an `UnexpectedResponse` for one that is not JSON, the mapped error
+        for an error object sent with status 200."""
+        secrets = self.transport._secrets()
         try:
-            return json.loads(body)
+            value = json.loads(body)
         except ValueError as e:
-            text = body.decode("utf-8", "replace")
-            raise ParseError(
-                f"{self.method} {self.transport.url_for_messages(self.url)}: the answer is not "
-                f"JSON ({e}); it starts with {text[:200]!r}",
-                text=text,
-            ) from e
+            raise self.unexpected(response, body, f"the answer is not JSON ({e})") from e
+        if in_band_error(value):
+            raise reported_error(value, request_id=_request_id(response.headers), secrets=secrets)
+        return value
+
+    def unexpected(self, response: httpx.Response, head: bytes, why: str) -> UnexpectedResponse:
+        """The error for a 200 whose body is not what was asked for, naming its content type
+        and first bytes."""
+        secrets = self.transport._secrets()
+        ctype = str(response.headers.get("content-type", ""))
+        text = _redact(head[:_HEAD].decode("utf-8", "replace"), secrets)
+        starts = f"it starts with {text!r}" if text else "its body was empty"
+        return UnexpectedResponse(
+            f"{self.method} {self.transport.url_for_messages(self.url)}: {why}; content type "
+            f"{ctype or '(none)'}, {starts}",
+            content_type=ctype,
+            head=text,
+        )
+
+    def idle_error(self) -> TimeoutException:
+        where = f"{self.method} {self.transport.url_for_messages(self.url)}"
+        return TimeoutException(
+            f"{where}: the stream sent no data for more than {_seconds(self.timeouts.idle)}",
+            kind="idle",
+        )
 
     def not_a_stream(self, response: httpx.Response, body: bytes) -> Exception:
         """The error for a stream call answered with one JSON document (often an error)."""
@@ -578,8 +614,65 @@ class _Attempt:
 
 
 def _is_json_response(response: httpx.Response) -> bool:
+    return _media_type(response) == "application/json"
+
+
+def _media_type(response: httpx.Response) -> str:
     ctype = str(response.headers.get("content-type", ""))
-    return ctype.split(";", 1)[0].strip().lower() == "application/json"
+    return ctype.split(";", 1)[0].strip().lower()
+
+
+# How many bytes of an unexpected body an error quotes.
+_HEAD = 200
+
+
+class _StreamWatch:
+    """A stream's bookkeeping: its first bytes (for errors), whether any data arrived, and the
+    idle limit counted from the last piece that carried data.
+
+    httpx's read timeout restarts on every byte, so a server sending SSE comments
+    (``: keep-alive``) but no data would never trip it; this counts only pieces that the decoder
+    turned into items.
+    """
+
+    __slots__ = ("attempt", "delivered", "head", "last_data")
+
+    def __init__(self, attempt: _Attempt) -> None:
+        self.attempt = attempt
+        self.head = b""
+        self.delivered = False
+        self.last_data = time.monotonic()
+
+    def seen(self, chunk: bytes) -> None:
+        if len(self.head) < _HEAD:
+            self.head += chunk[: _HEAD - len(self.head)]
+
+    def fed(self, items: list[Any]) -> None:
+        """After each piece (and after the consumer took its items)."""
+        now = time.monotonic()
+        if items:
+            self.delivered = True
+            self.last_data = now
+        else:
+            idle = self.attempt.timeouts.idle
+            if idle is not None and now - self.last_data > idle:
+                raise self.attempt.idle_error()
+        self.attempt.check_deadline()
+
+    def broke(self, response: httpx.Response, error: Exception) -> Exception:
+        """The error for a connection lost while reading the stream: one closed right after its
+        headers is an `UnexpectedResponse` (it sent nothing at all)."""
+        if not self.head and type(error) is TransportError:
+            return self.attempt.unexpected(
+                response, b"", f"the stream closed right after its headers ({error})"
+            )
+        return error
+
+    def ended(self, response: httpx.Response) -> None:
+        if not self.delivered:
+            raise self.attempt.unexpected(
+                response, self.head, "the stream ended before any event arrived"
+            )
 
 
 class Transport:
@@ -600,6 +693,8 @@ class Transport:
         http_client: an httpx.Client to use for sync calls (proxies, TLS settings, a mock
             transport); the caller keeps ownership and closes it.
         async_http_client: the same for async calls.
+        max_event_bytes: the largest server-sent event accepted (by default 16 MiB); a
+            larger one raises `ParseError`.
 
     Async connections belong to the event loop that opened them, so each event loop gets its
     own pool (e.g. each ``asyncio.run``); `aclose` closes the pool of the running loop.
@@ -620,7 +715,10 @@ class Transport:
         auth_scheme: str = "Bearer",
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
+        max_event_bytes: int | None = None,
     ) -> None:
+        from chatlane.wire.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
+
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise InputError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
         if api_key is not None and not isinstance(api_key, str):
@@ -643,6 +741,10 @@ class Transport:
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._parent: Transport | None = None
+        self.max_event_bytes = (
+            DEFAULT_MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
+        )
+        SSEDecoder(self.max_event_bytes)  # checks the value
 
     # Configuration
 
@@ -668,7 +770,7 @@ class Transport:
         copy = Transport.__new__(Transport)
         for name in (
             "base_url", "_api_key", "max_connections", "max_keepalive", "auth_header",
-            "auth_scheme", "_lock",
+            "auth_scheme", "_lock", "max_event_bytes",
         ):  # fmt: skip
             setattr(copy, name, getattr(self, name))
         copy.headers = {**self.headers, **(headers or {})}
@@ -861,7 +963,7 @@ class Transport:
 
         The request is sent when iteration starts; closing the iterator closes the connection.
         Failures before the body are retried; failures while it streams are raised (as
-        `TransportError`, `TimeoutError` with kind ``idle`` or ``deadline``).
+        `TransportError`, `TimeoutException` with kind ``idle`` or ``deadline``).
         """
         attempt = _Attempt(
             self, "POST", path, body, stream=True, headers=headers, params=params,
@@ -883,8 +985,8 @@ class Transport:
         from chatlane.wire.sse import SSEDecoder
 
         return self.stream(
-            path, body, SSEDecoder(), headers=headers, params=params, timeouts=timeouts,
-            retry=retry,
+            path, body, SSEDecoder(self.max_event_bytes), headers=headers, params=params,
+            timeouts=timeouts, retry=retry,
         )  # fmt: skip
 
     def stream_json(
@@ -904,8 +1006,8 @@ class Transport:
         raises `ParseError` keeping the text.
         """
         return self.stream(
-            path, body, _JSONEvents(self._secrets()), headers=headers, params=params,
-            timeouts=timeouts, retry=retry,
+            path, body, _JSONEvents(self._secrets(), self.max_event_bytes), headers=headers,
+            params=params, timeouts=timeouts, retry=retry,
         )  # fmt: skip
 
     def _stream(self, attempt: _Attempt, decoder: Decoder[T]) -> Generator[T, None, None]:
@@ -917,19 +1019,32 @@ class Transport:
                 except Exception as e:
                     raise self._body_error(attempt, e) from e
                 raise attempt.not_a_stream(response, data)
+            watch = _StreamWatch(attempt)
             chunks = response.iter_bytes()
+            if _media_type(response) == "text/html":
+                head = b""
+                for chunk in chunks:
+                    head += chunk
+                    if len(head) >= _HEAD:
+                        break
+                raise attempt.unexpected(response, head, "expected a stream, got a page")
             while True:
                 try:
                     chunk = next(chunks)
                 except StopIteration:
                     break
                 except Exception as e:
-                    raise self._body_error(attempt, e) from e
-                items = decoder.feed(chunk)
+                    raise watch.broke(response, self._body_error(attempt, e)) from e
+                watch.seen(chunk)
+                items = _feed(decoder, chunk, attempt)
                 if items:
                     yield from items
-                attempt.check_deadline()
-            yield from decoder.finish()
+                watch.fed(items)
+            items = _feed(decoder, None, attempt)
+            if items:
+                watch.delivered = True
+                yield from items
+            watch.ended(response)
         finally:
             response.close()
 
@@ -1038,8 +1153,8 @@ class Transport:
         from chatlane.wire.sse import SSEDecoder
 
         return self.astream(
-            path, body, SSEDecoder(), headers=headers, params=params, timeouts=timeouts,
-            retry=retry,
+            path, body, SSEDecoder(self.max_event_bytes), headers=headers, params=params,
+            timeouts=timeouts, retry=retry,
         )  # fmt: skip
 
     def astream_json(
@@ -1054,8 +1169,8 @@ class Transport:
     ) -> AsyncGenerator[Any, None]:
         """The async twin of `stream_json`."""
         return self.astream(
-            path, body, _JSONEvents(self._secrets()), headers=headers, params=params,
-            timeouts=timeouts, retry=retry,
+            path, body, _JSONEvents(self._secrets(), self.max_event_bytes), headers=headers,
+            params=params, timeouts=timeouts, retry=retry,
         )  # fmt: skip
 
     async def _astream(self, attempt: _Attempt, decoder: Decoder[T]) -> AsyncGenerator[T, None]:
@@ -1067,19 +1182,33 @@ class Transport:
                 except Exception as e:
                     raise self._body_error(attempt, e) from e
                 raise attempt.not_a_stream(response, data)
+            watch = _StreamWatch(attempt)
             chunks = response.aiter_bytes()
+            if _media_type(response) == "text/html":
+                head = b""
+                async for chunk in chunks:
+                    head += chunk
+                    if len(head) >= _HEAD:
+                        break
+                raise attempt.unexpected(response, head, "expected a stream, got a page")
             while True:
                 try:
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     break
                 except Exception as e:
-                    raise self._body_error(attempt, e) from e
-                for item in decoder.feed(chunk):
+                    raise watch.broke(response, self._body_error(attempt, e)) from e
+                watch.seen(chunk)
+                items = _feed(decoder, chunk, attempt)
+                for item in items:
                     yield item
-                attempt.check_deadline()
-            for item in decoder.finish():
+                watch.fed(items)
+            items = _feed(decoder, None, attempt)
+            if items:
+                watch.delivered = True
+            for item in items:
                 yield item
+            watch.ended(response)
         finally:
             await response.aclose()
 

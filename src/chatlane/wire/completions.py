@@ -24,13 +24,9 @@ from typing import Any, Final, Literal, TypeAlias, get_args
 
 from chatlane.errors import (
     APIStatusError,
-    AuthenticationError,
-    BadRequest,
     InputError,
-    NotFound,
     ParseError,
-    RateLimited,
-    ServerError,
+    status_error_class,
 )
 from chatlane.request import ChatRequest
 from chatlane.response import FinishReason, Usage
@@ -321,17 +317,7 @@ def _server_error(body: Mapping[str, Any]) -> APIStatusError:
     if isinstance(code, str) and code.isdigit():
         code = int(code)
     status = code if isinstance(code, int) and 400 <= code < 600 else 500
-    cls: type[APIStatusError] = ServerError
-    if status in (400, 422):
-        cls = BadRequest
-    elif status in (401, 403):
-        cls = AuthenticationError
-    elif status == 404:
-        cls = NotFound
-    elif status == 429:
-        cls = RateLimited
-    elif status < 500:
-        cls = APIStatusError
+    cls = status_error_class(status)
     return cls(
         f"the server reported an error: {message}",
         status_code=status,

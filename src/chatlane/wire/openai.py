@@ -336,8 +336,11 @@ def decode_request(body: Mapping[str, Any]) -> ChatRequest:
         params["stop"] = (stop,)
     elif isinstance(stop, list):
         params["stop"] = tuple(str(s) for s in stop)
-    if body.get("steering_concepts"):
-        params["steering_concepts"] = tuple(body["steering_concepts"])
+    concepts = body.get("steering_concepts")
+    if concepts:
+        if not isinstance(concepts, list):
+            raise InputError(f"'steering_concepts' must be a list, got {type(concepts).__name__}")
+        params["steering_concepts"] = tuple(concepts)
     tools = body.get("tools") or []
     if not isinstance(tools, list):
         raise SchemaError("'tools' must be a list of tools")

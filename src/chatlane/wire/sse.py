@@ -30,9 +30,12 @@ from typing import Any
 
 from chatlane.errors import ParseError
 
-__all__ = ["SSEDecoder", "ServerSentEvent"]
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "ServerSentEvent"]
 
 _LINE_ENDS = (b"\n", b"\r")
+
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+"""The largest event (its lines together) a decoder accepts by default: 16 MiB."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,21 +68,40 @@ class ServerSentEvent:
 
 
 class SSEDecoder:
-    """Turns a byte stream into `ServerSentEvent`s: `feed` bytes as they come, then `finish`."""
+    """Turns a byte stream into `ServerSentEvent`s: `feed` bytes as they come, then `finish`.
+
+    A line that arrives in many pieces is kept as a list of pieces and joined once, when its end
+    arrives (linear time, however it is split). ``max_event_bytes`` caps one event (its lines
+    together): a server sending more raises `ParseError` rather than filling memory.
+    """
 
     __slots__ = (
-        "_buffer",
         "_data",
         "_event",
+        "_event_bytes",
         "_has_data",
         "_last_id",
+        "_max",
+        "_pending",
+        "_pending_bytes",
         "_retry",
         "_skip_lf",
         "_started",
     )
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES) -> None:
+        if max_event_bytes is not None and (
+            not isinstance(max_event_bytes, int) or max_event_bytes <= 0
+        ):
+            from chatlane.errors import InputError
+
+            raise InputError(
+                f"max_event_bytes must be a positive int or None, got {max_event_bytes!r}"
+            )
+        self._max = max_event_bytes
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._event_bytes = 0
         self._skip_lf = False
         self._started = False
         self._event = ""
@@ -99,15 +121,25 @@ class SSEDecoder:
                 data = data[1:]
                 if not data:
                     return []
-        if self._buffer:
-            data = self._buffer + data
+        if b"\n" not in data and b"\r" not in data:
+            # No line ends here: keep the piece for later (joined once, at the line's end).
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            self._check_size(self._pending_bytes)
+            return []
+        if self._pending:
+            self._pending.append(data)
+            data = b"".join(self._pending)
+            self._pending = []
+            self._pending_bytes = 0
         lines = data.splitlines(keepends=True)
         last = lines[-1]
         if last.endswith(_LINE_ENDS):
-            self._buffer = b""
             self._skip_lf = last.endswith(b"\r")
         else:
-            self._buffer = lines.pop()
+            tail = lines.pop()
+            self._pending = [tail]
+            self._pending_bytes = len(tail)
         events: list[ServerSentEvent] = []
         for line in lines:
             line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
@@ -119,8 +151,10 @@ class SSEDecoder:
     def finish(self) -> list[ServerSentEvent]:
         """The end of the stream: deliver what is left (see the module docstring)."""
         events: list[ServerSentEvent] = []
-        if self._buffer:
-            line, self._buffer = self._buffer, b""
+        if self._pending:
+            line = b"".join(self._pending)
+            self._pending = []
+            self._pending_bytes = 0
             event = self._line(line)
             if event is not None:
                 events.append(event)
@@ -130,9 +164,21 @@ class SSEDecoder:
         self._skip_lf = False
         return events
 
+    def _check_size(self, size: int) -> None:
+        if self._max is not None and self._event_bytes + size > self._max:
+            self._pending = []
+            self._pending_bytes = 0
+            raise ParseError(
+                f"a server-sent event is larger than the limit of {self._max} bytes "
+                "(max_event_bytes); the stream was stopped there"
+            )
+
     def _line(self, raw: bytes) -> ServerSentEvent | None:
         if not raw:
+            self._event_bytes = 0
             return self._dispatch()
+        self._check_size(len(raw))
+        self._event_bytes += len(raw)
         # Bytes split inside a UTF-8 character were joined in the buffer; CR and LF never
         # occur inside a multi-byte UTF-8 sequence, so a whole line decodes cleanly.
         line = raw.decode("utf-8", errors="replace")
