@@ -117,3 +117,17 @@ def _weather_turn(request: ChatRequest) -> Any:
 def weather_agent() -> Fake:
     """Calls ``get_weather`` for the last word of the question, then reports the result."""
     return Fake([_weather_turn] * MANY, model="agent-1")
+
+
+def _code_turn(request: ChatRequest) -> Any:
+    from chatlane.messages import ToolCall, assistant
+
+    last = request.messages[-1]
+    if last.role.value == "tool":
+        return f"The code says: {last.text}"
+    return assistant("", [ToolCall("call_1", "code_interpreter", {"code": "6 * 7"})])
+
+
+def coder() -> Fake:
+    """Runs ``6 * 7`` in the code interpreter, then reports what came back."""
+    return Fake([_code_turn] * MANY, model="coder-1")

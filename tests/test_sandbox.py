@@ -337,3 +337,66 @@ def test_file_names_cannot_leave_the_working_directory() -> None:
         sandbox.run("1", outputs=["/etc/passwd"])
     with pytest.raises(InputError, match="plain file name"):
         sandbox.run("1", files={"..": b"x"})
+
+
+@pytest.mark.parametrize("isolation", ["namespaces", "limits-only"])
+def test_the_cli_says_which_isolation_the_code_interpreter_runs_under(
+    isolation: str, tmp_path: Path
+) -> None:
+    if isolation == "namespaces" and PROBLEM is not None:
+        pytest.skip(f"isolation='namespaces' is not available here: {PROBLEM}")
+    import json
+
+    from test_cli import CLI, fake
+
+    cli = CLI(tmp_path)
+    option = "--code-interpreter" if isolation == "namespaces" else "--code-interpreter=limits-only"
+    result = cli("run", "Compute", "--json", "--backend", fake("coder"), option)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["sandbox_isolation"] == isolation
+    assert body["text"] == "The code says: [result]\n42\n[/result]"
+    assert f"[code_interpreter: model code runs with isolation={isolation}]" in result.stderr
+
+
+def test_sandbox_unavailable_names_what_is_missing_on_a_host_without_user_namespaces() -> None:
+    # A real host without them: a user namespace (the test's, not the sandbox's) in which
+    # creating further user namespaces is switched off.
+    import shutil
+    import subprocess
+    import sys
+
+    unshare = shutil.which("unshare")
+    if unshare is None or PROBLEM is not None:
+        pytest.skip("needs unshare(1) and user namespaces to build such a host")
+    script = (
+        "from chatlane._sandbox import Sandbox\n"
+        "from chatlane.errors import SandboxUnavailable\n"
+        "try:\n"
+        "    Sandbox()\n"
+        "except SandboxUnavailable as e:\n"
+        "    print(e)\n"
+        "print(Sandbox(isolation='limits-only').run('1 + 1').result)\n"
+    )
+    result = subprocess.run(
+        [
+            unshare,
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            'echo 0 > /proc/sys/user/max_user_namespaces && exec "$0" -c "$1"',
+            sys.executable,
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    refusal, limited = result.stdout.splitlines()
+    assert refusal.startswith("the sandbox cannot isolate code on this host: user namespaces")
+    assert "(user.max_user_namespaces = 0)" in refusal
+    assert "isolation='limits-only'" in refusal
+    assert limited == "2"

@@ -161,6 +161,9 @@ if TYPE_CHECKING:
         RateLimited as RateLimited,
     )
     from chatlane.errors import (
+        SandboxUnavailable as SandboxUnavailable,
+    )
+    from chatlane.errors import (
         SchemaError as SchemaError,
     )
     from chatlane.errors import (
@@ -341,6 +344,7 @@ _EXPORTS: dict[str, str] = {
     "RunFinished": "chatlane.agent",
     "Sandbox": "chatlane._sandbox",
     "SandboxResult": "chatlane._sandbox",
+    "SandboxUnavailable": "chatlane.errors",
     "SchemaError": "chatlane.errors",
     "ServerError": "chatlane.errors",
     "StepFinished": "chatlane.agent",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from chatlane._config import UsageError
 
 if TYPE_CHECKING:
+    from chatlane._sandbox import Sandbox
     from chatlane.agent import AgentResult
     from chatlane.backends.base import Backend
     from chatlane.batch import BatchProgress
@@ -111,6 +112,15 @@ def _add_conversation_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="MODULE:FUNCTION",
         help="a Python function the model may call, run by the agent loop (repeatable)",
+    )
+    parser.add_argument(
+        "--code-interpreter",
+        nargs="?",
+        const="namespaces",
+        choices=["namespaces", "limits-only"],
+        metavar="ISOLATION",
+        help="let the model run Python in the sandbox: 'namespaces' (the default, refused where "
+        "the host cannot isolate) or 'limits-only' (no isolation from files and network)",
     )
     parser.add_argument(
         "-c",
@@ -441,6 +451,8 @@ class Conversation:
         self.id: str | None = None
         self.last_run: AgentResult | None = None
         """The agent run of the last question, when tools were given."""
+        self.sandbox: Sandbox | None = None
+        """The code interpreter's sandbox (--code-interpreter), or None."""
 
     def resume(self, id_or_prefix: str) -> LoggedConversation:
         """Take up a logged conversation where it stopped."""
@@ -480,7 +492,7 @@ class Conversation:
         self.messages.append(user(text))
         try:
             request = self.backend.request(self.messages, tools=self.tools or None, **self.params)
-            if self.tools:
+            if self.tools or self.sandbox is not None:
                 return self._agent(request, out, notes)  # sets self.messages itself
             response = self._call(request, out)
         except (StreamInterrupted, KeyboardInterrupt):
@@ -579,7 +591,13 @@ class Conversation:
                 notes.write(text + "\n")
                 notes.flush()
 
-        stream = run_stream(self.backend, list(request.messages), tools=self.tools, **self.params)
+        stream = run_stream(
+            self.backend,
+            list(request.messages),
+            tools=self.tools,
+            code_interpreter=self.sandbox,
+            **self.params,
+        )
         try:
             for event in stream:
                 if isinstance(event, StepStarted):
@@ -669,6 +687,13 @@ def _conversation(args: argparse.Namespace) -> Conversation:
 
         params["response_format"] = load_schema(schema)
     conversation = Conversation(backend, label, store, tools=tools, params=params)
+    if getattr(args, "code_interpreter", None):
+        from chatlane._sandbox import Sandbox
+
+        conversation.sandbox = Sandbox(isolation=args.code_interpreter)
+        sys.stderr.write(
+            f"[code_interpreter: model code runs with isolation={args.code_interpreter}]\n"
+        )
     if args.continue_id:
         conversation.resume(args.continue_id)
     if args.system is not None:
@@ -714,6 +739,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for r in run.tool_runs
             ]
             out["usage"] = usage_to_dict(run.usage)
+            if run.sandbox_isolation is not None:
+                out["sandbox_isolation"] = run.sandbox_isolation
         failure: StructuredOutputError | None = None
         if response.response_format is not None:
             try:
