@@ -56,7 +56,9 @@ Isolation = Literal["namespaces", "limits-only"]
 ISOLATIONS: tuple[Isolation, ...] = ("namespaces", "limits-only")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_LAUNCHER = os.path.join(_HERE, "_launcher.py")
+# Imported as top-level modules from this directory (not through chatlane, which the launcher
+# never imports): their cached bytecode is used, where running the file would compile it.
+_LAUNCH = f"import sys; sys.path.insert(0, {_HERE!r}); import _launcher; _launcher.main()"
 _NOBODY = 65534
 # Seconds the launcher gets beyond the time limit to clean up before the caller kills it.
 _GRACE = 5.0
@@ -67,12 +69,6 @@ _ETC = {
     "group": "nogroup:x:65534:\n",
     "hosts": "127.0.0.1 localhost\n",
 }
-
-
-@functools.cache
-def _runner_source() -> str:
-    with open(os.path.join(_HERE, "_runner.py"), encoding="utf-8") as f:
-        return f.read()
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,7 +445,8 @@ class _Job:
             "-S",
             "-X",
             "utf8",
-            _LAUNCHER,
+            "-c",
+            _LAUNCH,
             "",  # the config, once the fds are known (streams)
         ]
 
@@ -467,7 +464,6 @@ class _Job:
             "disk": disk,
             "inodes": 4096,
             "outputs": list(self.outputs),
-            "runner": _runner_source(),
         }
         if isolated:
             layout = _layout(sandbox.python, sandbox.site_packages)

@@ -1,4 +1,4 @@
-"""The sandbox's launcher: a small script run as ``python -I -S _launcher.py CONFIG``.
+"""The sandbox's launcher: a small program run as ``python -I -S -X utf8 -c ... CONFIG``.
 
 It is never imported by chatlane; it runs in a process of its own, started by `Sandbox.run`,
 and builds the sandbox around the code before handing over to the runner (``_runner.py``).
@@ -85,6 +85,8 @@ _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s39
 DEVICES = ("null", "zero", "full", "random", "urandom")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+HERE = os.path.dirname(os.path.abspath(__file__))
+_runner: Any = None  # the module _runner.py, imported by main
 
 
 class suppress:  # contextlib.suppress, without importing contextlib
@@ -187,9 +189,9 @@ def become_runner(config: dict[str, Any], workdir: str) -> None:
             site.addsitedir(directory)
     else:
         site.main()  # the interpreter's own site-packages, as -I without -S would add them
-    source = config["runner"]
     del config
-    exec(compile(source, "<sandbox>", "exec"), {"__name__": "__sandbox__"})
+    sys.path[:] = [p for p in sys.path if p != HERE]  # not there inside, and not the code's
+    _runner.main()
     import atexit
 
     atexit._run_exitfuncs()
@@ -568,6 +570,10 @@ def place_reports(fds: list[int]) -> None:
 
 
 def main() -> None:
+    """Run as ``python -I -S -X utf8 -c '...import _launcher; _launcher.main()' CONFIG``."""
+    global _runner
+    _runner = __import__("_runner")  # now, while this directory can be read: inside it is not
+
     config = marshal.loads(bytes.fromhex(sys.argv[1]))
     place_reports(config["fds"])
     try:

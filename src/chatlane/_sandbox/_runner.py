@@ -1,7 +1,7 @@
 """The sandbox's runner: runs the code like a notebook cell.
 
-The launcher runs this source in its forked runner process once the sandbox stands (inside,
-chatlane itself is not visible). It reads the code from stdin, runs it, and writes
+The launcher imports this module and calls `main` in its forked runner process once the
+sandbox stands (inside, chatlane itself is not visible); importing it does nothing else. It reads the code from stdin, runs it, and writes
 ``{"result": repr of a final expression or None, "error": str or None}`` to fd 3 (as a
 Python literal).
 """
@@ -51,7 +51,3 @@ def main() -> None:
     # repr, read back with ast.literal_eval: json would import re into every run.
     out.write(repr(report))
     out.close()
-
-
-if __name__ == "__sandbox__":  # as the launcher runs it; importing it does nothing
-    main()
