@@ -400,3 +400,12 @@ def test_sandbox_unavailable_names_what_is_missing_on_a_host_without_user_namesp
     assert "(user.max_user_namespaces = 0)" in refusal
     assert "isolation='limits-only'" in refusal
     assert limited == "2"
+
+
+@needs_namespaces
+def test_the_examples_of_docs_sandbox_md_run_as_written() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "sandbox.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in doc.split("```python\n")[1:]]
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/sandbox.md", "exec"), {})
