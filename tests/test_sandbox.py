@@ -409,3 +409,62 @@ def test_the_examples_of_docs_sandbox_md_run_as_written() -> None:
     assert blocks
     for block in blocks:
         exec(compile(block, "docs/sandbox.md", "exec"), {})
+
+
+def _readable_by_nobody(path: str) -> bool:
+    while True:
+        mode = os.stat(path).st_mode
+        if not mode & (0o001 if os.path.isdir(path) else 0o004):
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
+
+
+def test_an_unprivileged_caller_gets_the_same_isolation() -> None:
+    # The id-map path an ordinary user takes (no root outside): run the sandbox as nobody,
+    # with a system interpreter nobody can read, importing chatlane from this checkout.
+    import shutil
+    import subprocess
+
+    setpriv = shutil.which("setpriv")
+    system_python = os.path.realpath("/usr/bin/python3")
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    reasons = [
+        (os.geteuid() != 0, "needs root to become nobody"),
+        (setpriv is None, "needs setpriv(1)"),
+        (not os.path.exists(system_python), "needs /usr/bin/python3"),
+        (PROBLEM is not None, f"isolation='namespaces' is not available here: {PROBLEM}"),
+    ]
+    for failed, reason in reasons:
+        if failed:
+            pytest.skip(reason)
+    if not (
+        _readable_by_nobody(system_python) and _readable_by_nobody(src + "/chatlane/errors.py")
+    ):
+        pytest.skip("needs a system interpreter and a checkout that nobody can read")
+    assert setpriv is not None
+    script = (
+        f"import sys\nsys.path.insert(0, {src!r})\n"
+        "from chatlane._sandbox import Sandbox\n"
+        "r = Sandbox(timeout=5, files={'a.txt': b'hi'}, outputs=['b.txt']).run(\n"
+        "    'import os\\n'\n"
+        '    \'open("b.txt", "w").write(open("a.txt").read() * 2)\\n\'\n'
+        '    \'try:\\n    open("/etc/shadow")\\n    s = "read"\\n\'\n'
+        "    'except OSError as e:\\n    s = type(e).__name__\\n'\n"
+        "    '(os.getuid(), s, os.path.exists(\"/home\"))')\n"
+        "print(r.result, r.files, r.isolation)\n"
+    )
+    result = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", system_python, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd="/",
+        env={"PATH": os.defpath},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "(65534, 'FileNotFoundError', False) {'b.txt': b'hihi'} namespaces"
+    )
