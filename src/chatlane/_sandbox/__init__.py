@@ -431,13 +431,20 @@ class _Job:
                     shutil.copyfile(source, target)
                 except OSError as e:
                     raise InputError(f"cannot copy the input file {name!r}: {e}") from e
-        self.as_nobody = root and (isolated or _readable_by_others(sandbox.python))
-        if self.as_nobody:
-            # The launcher and the code are nobody: hand them the staging directory.
-            for directory, _, names in os.walk(staging):
-                os.chown(directory, _NOBODY, _NOBODY)
-                for name in names:
-                    os.chown(os.path.join(directory, name), _NOBODY, _NOBODY)
+        # As root the launcher (isolated) or the code (limits-only) is nobody: hand it the
+        # staging directory. Where nobody is no id at all (a user namespace mapping only
+        # root), limits-only runs the code as root without capabilities instead.
+        self.nobody = root
+        if root:
+            try:
+                for directory, _, names in os.walk(staging):
+                    os.chown(directory, _NOBODY, _NOBODY)
+                    for name in names:
+                        os.chown(os.path.join(directory, name), _NOBODY, _NOBODY)
+            except OSError as e:
+                if isolated:
+                    raise ToolError(f"cannot hand the sandbox its directory: {e}") from e
+                self.nobody = False
         self.config = self._config(isolated)
         self.command = [
             sandbox.python,
@@ -491,7 +498,8 @@ class _Job:
                 "site_dirs": list(sandbox.site_packages or ()),
                 "workdir": work,
                 "env": env,
-                "as_nobody": self.as_nobody,
+                "nobody": self.nobody,
+                "read_all": not _readable_by_others(sandbox.python),
             }
         return config
 

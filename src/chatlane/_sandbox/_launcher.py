@@ -16,7 +16,8 @@ Mode "namespaces" (see docs/sandbox.md for why it is built by hand rather than w
           └── runner R              no capabilities, NO_NEW_PRIVS, hard limits, execs python
 
 Mode "limits-only": the launcher is a child subreaper; the runner gets a new session, hard
-limits (and, when the launcher is root, the ids of nobody); at the end every process that is
+limits and no capabilities (and, when the launcher is root, the ids of nobody, keeping only
+CAP_DAC_READ_SEARCH when nobody could not otherwise read the interpreter); at the end every process that is
 still a descendant is killed, including those in new sessions (they are reparented to the
 launcher, not to init).
 
@@ -67,7 +68,11 @@ PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_KEEPCAPS = 8
 PR_SET_SECUREBITS = 28
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+CAP_DAC_READ_SEARCH = 2
 
 # statvfs f_flag bits (ST_*) that a bind remount inside a user namespace must keep: the
 # kernel locks them on mounts that came from the parent namespace (mount_namespaces(7)).
@@ -156,14 +161,27 @@ def set_limits(config: dict[str, Any], processes: int) -> None:
         resource.setrlimit(kind, (value, value))
 
 
-def drop_capabilities() -> None:
-    """Clear the bounding, effective, permitted and inheritable sets (capset, version 3)."""
+def drop_bounding(keep: int = 0) -> None:
+    """Drop every capability but those in ``keep`` from the bounding set (for good)."""
     for cap in range(64):
+        if keep & (1 << cap):
+            continue
         if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0:
             break  # past the last capability the kernel knows
+
+
+def set_capabilities(keep: int) -> None:
+    """Effective, permitted and inheritable sets: exactly ``keep`` (capset, version 3)."""
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)
-    data = (ctypes.c_uint32 * 6)()
-    _check(_libc.capset(header, data), "capset (dropping capabilities)")
+    low, high = keep & 0xFFFFFFFF, keep >> 32
+    data = (ctypes.c_uint32 * 6)(low, low, low, high, high, high)
+    _check(_libc.capset(header, data), "capset")
+
+
+def drop_capabilities() -> None:
+    """No capability at all, now or after an exec."""
+    drop_bounding()
+    set_capabilities(0)
 
 
 def become_runner(config: dict[str, Any], workdir: str) -> None:
@@ -285,9 +303,11 @@ def user_tasks(uid: int) -> int:
 def limits_only(config: dict[str, Any]) -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1, "prctl(PR_SET_CHILD_SUBREAPER)")
     root = os.geteuid() == 0
-    # Root is exempt from RLIMIT_NPROC and may raise its own hard limits: the code runs as
-    # nobody when nobody can read the interpreter, else as root without any capability.
-    nobody = root and config["as_nobody"]
+    # Root is exempt from RLIMIT_NPROC and may raise its own hard limits: as root, the code
+    # runs as nobody. When nobody cannot read the interpreter (one under /root), it keeps one
+    # capability, CAP_DAC_READ_SEARCH (reading and searching any file), so it can import.
+    nobody = root and config["nobody"]
+    read_all = nobody and config["read_all"]
     uid = NOBODY if nobody else os.getuid()
     processes = config["processes"] + (0 if nobody else user_tasks(uid))
     pid = os.fork()
@@ -295,13 +315,28 @@ def limits_only(config: dict[str, Any]) -> None:
         try:
             os.setsid()
             if nobody:
+                keep = (1 << CAP_DAC_READ_SEARCH) if read_all else 0
+                drop_bounding(keep)
+                if read_all:
+                    prctl(PR_SET_KEEPCAPS, 1, "prctl(PR_SET_KEEPCAPS)")
                 os.setgroups([])
                 os.setresgid(NOBODY, NOBODY, NOBODY)
-                os.setresuid(NOBODY, NOBODY, NOBODY)  # clears the capabilities (root -> not)
-            elif root:
-                # Root keeps no capability, now or across an exec (securebits, locked).
-                prctl(PR_SET_SECUREBITS, 0x2F, "prctl(PR_SET_SECUREBITS)")
-            drop_capabilities()
+                os.setresuid(NOBODY, NOBODY, NOBODY)  # root -> not: the capabilities go
+                set_capabilities(keep)
+                if read_all:
+                    # Ambient, so the interpreters the code starts can import too.
+                    _check(
+                        _libc.prctl(
+                            PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH, 0, 0
+                        ),
+                        "prctl(PR_CAP_AMBIENT_RAISE)",
+                    )
+            else:
+                if root:
+                    # Root where nobody is no id: keep no capability, now or across an exec
+                    # (securebits NOROOT, NO_SETUID_FIXUP, KEEP_CAPS off, all locked).
+                    prctl(PR_SET_SECUREBITS, 0x2F, "prctl(PR_SET_SECUREBITS)")
+                drop_capabilities()
             set_limits(config, processes)
             become_runner(config, config["workdir"])
         except BaseException as e:
