@@ -468,3 +468,22 @@ def test_an_unprivileged_caller_gets_the_same_isolation() -> None:
     assert result.stdout.strip() == (
         "(65534, 'FileNotFoundError', False) {'b.txt': b'hihi'} namespaces"
     )
+
+
+@pytest.mark.parametrize("isolation", ["namespaces", "limits-only"])
+def test_site_packages_chooses_what_the_code_may_import(isolation: str, tmp_path: Path) -> None:
+    if isolation == "namespaces" and PROBLEM is not None:
+        pytest.skip(f"isolation='namespaces' is not available here: {PROBLEM}")
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    (packages / "shared_helper.py").write_text("ANSWER = 42\n")
+    for directory in (tmp_path, packages):
+        directory.chmod(0o755)  # limits-only as root: the code is nobody
+    (packages / "shared_helper.py").chmod(0o644)
+    code = "import sys\nimport shared_helper\n(shared_helper.ANSWER, [p for p in sys.path if 'site-packages' in p])"
+    result = Sandbox(timeout=5, isolation=isolation, site_packages=(str(packages),)).run(code)  # type: ignore[arg-type]
+    answer, site_dirs = eval(result.result or "None")
+    assert answer == 42
+    assert site_dirs == []  # not the interpreter's own: only what was named
+    stdlib_only = Sandbox(timeout=5, isolation=isolation, site_packages=()).run(code)  # type: ignore[arg-type]
+    assert stdlib_only.error == "ModuleNotFoundError: No module named 'shared_helper'"

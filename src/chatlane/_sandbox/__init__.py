@@ -471,6 +471,7 @@ class _Job:
             "disk": disk,
             "inodes": 4096,
             "outputs": list(self.outputs),
+            "own_site": sandbox.site_packages is None,
         }
         if isolated:
             layout = _layout(sandbox.python, sandbox.site_packages)
@@ -485,7 +486,7 @@ class _Job:
                 "env": {
                     "PATH": "/usr/local/bin:/usr/bin:/bin",
                     "HOME": layout.workdir,
-                    "TMPDIR": "/tmp",
+                    "TMPDIR": layout.workdir,
                     "LANG": "C.UTF-8",
                 },
             }

@@ -202,11 +202,10 @@ def become_runner(config: dict[str, Any], workdir: str) -> None:
     sys.argv = [""]
     import site
 
-    if config["site_dirs"]:
-        for directory in config["site_dirs"]:
-            site.addsitedir(directory)
-    else:
+    if config["own_site"]:
         site.main()  # the interpreter's own site-packages, as -I without -S would add them
+    for directory in config["site_dirs"]:
+        site.addsitedir(directory)
     del config
     sys.path[:] = [p for p in sys.path if p != HERE]  # not there inside, and not the code's
     _runner.main()
@@ -428,11 +427,14 @@ def build_root(config: dict[str, Any], new: str, sources: dict[str, tuple[int, i
     work = new + config["workdir"]
     for directory in (work, new + "/tmp", new + "/proc"):
         mkdirs(directory)
+    # /tmp is the working directory too, unless something allowed lives under the host's /tmp
+    # (it is bound there already, and a mount on /tmp would hide it).
     options = (
         f"size={config['disk']},nr_inodes={config['inodes']},mode=0700,uid={NOBODY},gid={NOBODY}"
     )
     mount("tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV, options)
-    mount(work, new + "/tmp", None, MS_BIND)
+    if not any(path == "/tmp" or path.startswith("/tmp/") for path in config["binds"]):
+        mount(work, new + "/tmp", None, MS_BIND)
 
 
 def copy_file(source: int, target: int, limit: int) -> int:
