@@ -553,7 +553,8 @@ def namespaces(config: dict[str, Any]) -> None:
     sources = {path: (open_path(path), flags_of(path)) for path in config["binds"]}
     for name in DEVICES:
         sources["/dev/" + name] = (open_path("/dev/" + name), 0)
-    # Be nobody from here on; the capabilities in the new namespace stay until exec.
+    # Be nobody from here on; the capabilities in the new namespace stay until the runner
+    # drops them.
     if root:
         os.setgroups([])
     os.setresgid(NOBODY, NOBODY, NOBODY)
@@ -573,7 +574,7 @@ def namespaces(config: dict[str, Any]) -> None:
             os.close(status_r)
             init(config, new)
         except BaseException as e:
-            os.write(2, f"sandbox: {e}\n".encode())
+            os.write(status_w, f"!{e}".encode())  # a failure to set up, not the code's
         os._exit(125)
 
     def kill() -> None:
@@ -584,7 +585,9 @@ def namespaces(config: dict[str, Any]) -> None:
     clock = Clock(config["timeout"], kill)
     _, status = os.waitpid(pid, 0)
     clock.stop()
-    code = os.read(status_r, 32)
+    code = os.read(status_r, 4096)
+    if code.startswith(b"!"):
+        raise Failure(code[1:].decode(errors="replace"))
     problems = copy_out(new + config["workdir"], staging, config["outputs"], config["disk"])
     report(
         {
