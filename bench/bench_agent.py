@@ -88,8 +88,8 @@ def main() -> None:
     rows.append(
         (
             "",
-            "chatlane Sandbox (process)",
-            _time(lambda: Sandbox(isolate=False).run(code), 10),
+            "chatlane Sandbox (limits-only)",
+            _time(lambda: Sandbox(isolation="limits-only").run(code), 10),
             inline,
         )
     )
@@ -97,8 +97,8 @@ def main() -> None:
         rows.append(
             (
                 "",
-                "chatlane Sandbox (+namespaces)",
-                _time(lambda: Sandbox(isolate=True).run(code), 10),
+                "chatlane Sandbox (namespaces)",
+                _time(lambda: Sandbox().run(code), 10),
                 inline,
             )
         )

@@ -162,3 +162,17 @@ def cached_echo() -> Fake:
         )
 
     return Fake([turn] * MANY, model="echo-1")
+
+
+def _code_turn(request: ChatRequest) -> Any:
+    from chatlane.messages import ToolCall, assistant
+
+    last = request.messages[-1]
+    if last.role.value == "tool":
+        return f"The code says: {last.text}"
+    return assistant("", [ToolCall("call_1", "code_interpreter", {"code": "6 * 7"})])
+
+
+def coder() -> Fake:
+    """Runs ``6 * 7`` in the code interpreter, then reports what came back."""
+    return Fake([_code_turn] * MANY, model="coder-1")

@@ -183,6 +183,7 @@ if TYPE_CHECKING:
     )
     from chatlane.errors import (
         RequestTimeout as RequestTimeout,
+        SandboxUnavailable as SandboxUnavailable,
     )
     from chatlane.errors import (
         SchemaError as SchemaError,
@@ -375,6 +376,7 @@ _EXPORTS: dict[str, str] = {
     "RunLimits": "chatlane.agent",
     "Sandbox": "chatlane._sandbox",
     "SandboxResult": "chatlane._sandbox",
+    "SandboxUnavailable": "chatlane.errors",
     "SchemaError": "chatlane.errors",
     "ServerError": "chatlane.errors",
     "StepFinished": "chatlane.agent",

@@ -30,7 +30,8 @@ What the loop guarantees:
 - With ``response_format=Model`` the run ends with a validated ``Model`` in ``result.output``;
   an answer that does not validate is sent back with the errors (``output_retries`` times,
   replacing the previous failed attempt rather than growing the conversation).
-- ``code_interpreter`` runs only when enabled, in a separate process (see `Sandbox`);
+- ``code_interpreter`` runs only when enabled, in a sandbox (see `Sandbox`); the result's
+  ``sandbox_isolation`` says which isolation it ran under;
   ``brave_search`` and ``wolfram_alpha`` run only through functions the caller provides.
 
 A failure of the backend (a connection, an HTTP error, a broken stream) ends the run with an
@@ -62,7 +63,7 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, ClassVar, Literal, Self, TypeAlias
 
-from chatlane._sandbox import Sandbox, SandboxResult, isolation_available
+from chatlane._sandbox import Isolation, Sandbox, SandboxResult
 from chatlane.backends.base import Backend
 from chatlane.errors import ChatlaneError, InputError, StreamInterrupted, StructuredOutputError
 from chatlane.events import ChatEvent
@@ -298,6 +299,9 @@ class AgentResult:
     """Calls the model made that did not run because a limit ended the run."""
     output_error: StructuredOutputError | None = None
     """Why the last answer did not validate against ``response_format``."""
+    sandbox_isolation: Isolation | None = None
+    """Which isolation ``code_interpreter``'s code ran under ("namespaces" or "limits-only"),
+    or None when the run had no code interpreter."""
     _output: Any = field(default=_NO_OUTPUT, repr=False)
 
     @property
@@ -451,6 +455,7 @@ class _Loop:
         wolfram_alpha: Callable[[str], Any] | None,
     ) -> list[Tool]:
         functions: dict[str, Callable[..., Any]] = {}
+        self.sandbox_isolation: Isolation | None = None
         if code_interpreter is not None and code_interpreter is not False:
             if code_interpreter is True:
                 code_interpreter = Sandbox()
@@ -460,11 +465,7 @@ class _Loop:
                     f"got {type(code_interpreter).__name__}"
                 )
             sandbox = code_interpreter
-            if sandbox.isolate and not isolation_available():
-                raise InputError(
-                    "the Sandbox asks for isolation (isolate=True), but unprivileged "
-                    "namespaces are not available here; use isolate=None to run without them"
-                )
+            self.sandbox_isolation = sandbox.isolation
             functions["code_interpreter"] = sandbox.arun if self.asynchronous else sandbox.run
         for name, function in (("brave_search", brave_search), ("wolfram_alpha", wolfram_alpha)):
             if function is not None:
@@ -885,6 +886,7 @@ class _Loop:
             input_count=self.input_count,
             pending_calls=self.pending,
             output_error=self.output_error,
+            sandbox_isolation=self.sandbox_isolation,
             _output=self.output,
         )
 

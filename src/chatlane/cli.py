@@ -130,6 +130,15 @@ def _add_conversation_options(parser: argparse.ArgumentParser) -> None:
         help="a Python function the model may call, run by the agent loop (repeatable)",
     )
     parser.add_argument(
+        "--code-interpreter",
+        nargs="?",
+        const="namespaces",
+        choices=["namespaces", "limits-only"],
+        metavar="ISOLATION",
+        help="let the model run Python in the sandbox: 'namespaces' (the default, refused where "
+        "the host cannot isolate) or 'limits-only' (no isolation from files and network)",
+    )
+    parser.add_argument(
         "--mcp",
         action="append",
         default=[],
@@ -524,6 +533,13 @@ def _conversation(args: argparse.Namespace) -> Conversation:
         from chatlane._config import load_schema
 
         params["response_format"] = load_schema(schema)
+    if getattr(args, "code_interpreter", None):
+        from chatlane._sandbox import Sandbox
+
+        params["code_interpreter"] = Sandbox(isolation=args.code_interpreter)
+        sys.stderr.write(
+            f"[code_interpreter: model code runs with isolation={args.code_interpreter}]\n"
+        )
     if args.continue_id:
         from chatlane.store import StoreError
 
@@ -596,6 +612,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for r in run.tool_runs
             ]
             out["usage"] = usage_to_dict(run.usage)
+            if run.sandbox_isolation is not None:
+                out["sandbox_isolation"] = run.sandbox_isolation
         failure: StructuredOutputError | None = None
         if response.response_format is not None:
             try:

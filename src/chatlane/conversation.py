@@ -246,11 +246,17 @@ class Conversation:
         before = len(self.messages)
         self.messages.append(user(text))
         try:
-            request = self._calls.request(self.messages, tools=self.tools or None, **self.params)
+            fields = {k: v for k, v in self.params.items() if k != "code_interpreter"}
+            request = self._calls.request(self.messages, tools=self.tools or None, **fields)
         except Exception:
             del self.messages[before:]
             raise
         return before, request
+
+    @property
+    def _agent_run(self) -> bool:
+        """Each question is an agent run: there are tools, or the code interpreter."""
+        return bool(self.tools or self.params.get("code_interpreter"))
 
     def _agent_kwargs(self) -> dict[str, Any]:
         return {"tools": self.tools, **self.params}
@@ -269,7 +275,7 @@ class Conversation:
         before, request = self._start(text)
         recorder = _Recorder(self)
         try:
-            if self.tools:
+            if self._agent_run:
                 run = run_stream(self._calls, list(request.messages), **self._agent_kwargs())
                 try:
                     for event in run:
@@ -323,7 +329,7 @@ class Conversation:
         before, request = self._start(text)
         recorder = _Recorder(self)
         try:
-            if self.tools:
+            if self._agent_run:
                 run = arun_stream(self._calls, list(request.messages), **self._agent_kwargs())
                 try:
                     async for event in run:

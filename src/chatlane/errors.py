@@ -9,6 +9,7 @@ ChatlaneError
 ├── ParseError (also a ValueError)        what a server or model produced cannot be read
 │   └── StructuredOutputError             the output does not validate against response_format
 ├── ToolError                             running a tool failed (the agent loop)
+│   └── SandboxUnavailable                the host cannot isolate code_interpreter's code
 ├── AgentError (in chatlane.agent)        a run of the agent loop could not go on; has .result
 ├── EngineError                           the embedded engine cannot load or run a model
 ├── TokenizerNotFound (in chatlane.formats.llama3.tokenizer)  no Llama 3 tokenizer file was found
@@ -68,6 +69,7 @@ __all__ = [
     "PaymentRequired",
     "RateLimited",
     "RequestTimeout",
+    "SandboxUnavailable",
     "SchemaError",
     "ServerError",
     "StreamInterrupted",
@@ -128,6 +130,10 @@ class StructuredOutputError(ParseError):
 
 class ToolError(ChatlaneError):
     """Running a tool failed."""
+
+
+class SandboxUnavailable(ToolError):
+    """The host cannot give the code sandbox the isolation asked for; says what is missing."""
 
 
 class EngineError(ChatlaneError):
