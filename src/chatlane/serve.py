@@ -704,10 +704,14 @@ async def _until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
     import anyio
 
     result: list[Any] = []
+    failed: list[Exception] = []
     disconnected = False
 
     async def run(cancel: anyio.CancelScope) -> None:
-        result.append(await work)
+        try:
+            result.append(await work)
+        except Exception as e:  # raised below, outside the task group (not in a group)
+            failed.append(e)
         cancel.cancel()
 
     async def watch(cancel: anyio.CancelScope) -> None:
@@ -722,6 +726,8 @@ async def _until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
     async with anyio.create_task_group() as group:
         group.start_soon(watch, group.cancel_scope)
         await run(group.cancel_scope)
+    if failed:
+        raise failed[0]
     if disconnected and not result:
         raise _Disconnected
     return result[0]
