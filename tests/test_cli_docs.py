@@ -30,7 +30,10 @@ def test_the_reference_matches_the_code() -> None:
 def test_every_command_is_documented() -> None:
     assert set(sections()) == {
         "chatlane",
-        *(f"chatlane {c}" for c in ("chat", "run", "render", "parse", "logs", "batch", "demo")),
+        *(
+            f"chatlane {c}"
+            for c in ("chat", "run", "render", "parse", "logs", "batch", "demo", "serve")
+        ),
         *(f"chatlane logs {a}" for a in ("list", "show", "search", "path")),
     }
 

@@ -1281,6 +1281,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         run_server(gateway, args.host, args.port, log_level="warning", on_ready=ready)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a gateway is stopped: uvicorn has shut down gracefully by now.
+        sys.stderr.write("chatlane serve: stopped\n")
     finally:
         if store is not None:
             store.close()
