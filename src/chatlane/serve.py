@@ -597,7 +597,10 @@ class _Call:
     # ---- streamed
 
     async def stream(self, receive: Receive, send: Send, include_usage: bool) -> None:
+        import asyncio
+
         import anyio
+        import anyio.abc
 
         from chatlane.events import Accumulator
         from chatlane.wire.openai import StreamEncoder
@@ -611,41 +614,61 @@ class _Call:
         headers_sent = False
         error: BaseException | None = None
 
-        async def pump(cancel: anyio.CancelScope) -> None:
-            nonlocal headers_sent, error
+        # Chunks wait in `out` for the writer, which sends all that are there in one write:
+        # an upstream that delivers faster than the socket takes them costs one write per
+        # burst rather than one per chunk (on loopback a write costs more than a chunk's
+        # decoding), while a paced one still gets each chunk sent the moment it is ready.
+        out: list[bytes] = []
+        wake = asyncio.Event()
+        written = asyncio.Event()
+        closing = False
+
+        async def writer() -> None:
+            while True:
+                await wake.wait()
+                wake.clear()
+                if out:
+                    data = b"".join(out)
+                    out.clear()
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                if closing:
+                    written.set()
+                    return
+
+        async def pump(group: anyio.abc.TaskGroup) -> None:
+            nonlocal headers_sent, error, closing
             iterator = aiter(events)
             try:
                 # The first event decides the status: an upstream that fails at once gets an
                 # error status, not a 200 with an error inside.
-                first = await anext(iterator)
+                event: ChatEvent | None = await anext(iterator)
             except StopAsyncIteration:
-                first = None
+                event = None
             except Exception as e:
                 error = e
                 return
             self.first = time.monotonic() - self.started
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
             headers_sent = True
-            pending = [] if first is None else [first]
+            group.start_soon(writer)
             try:
-                while True:
-                    out: list[dict[str, Any]] = []
-                    for event in pending:
-                        acc.add(event)
-                        if self._shown(event):
-                            out += encoder.encode(event)
-                    if out:
-                        await send(
-                            {"type": "http.response.body", "body": _sse(out), "more_body": True}
-                        )
-                    if first is None:
-                        break
+                while event is not None:
+                    acc.add(event)
+                    if self._shown(event):
+                        chunks = encoder.encode(event)
+                        if chunks:
+                            out.append(_sse(chunks))
+                            wake.set()
                     try:
-                        pending = [await anext(iterator)]
+                        event = await anext(iterator)
                     except StopAsyncIteration:
-                        break
+                        event = None
             except Exception as e:
                 error = e
+            closing = True
+            wake.set()
+            await written.wait()
+            if error is not None:
                 return
             tail = encoder.finish()
             report = self._report(acc.response())
@@ -654,7 +677,6 @@ class _Call:
             await send(
                 {"type": "http.response.body", "body": _sse(tail) + _DONE, "more_body": False}
             )
-            cancel.cancel()
 
         async def watch(cancel: anyio.CancelScope) -> None:
             nonlocal disconnected
@@ -668,7 +690,7 @@ class _Call:
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(watch, group.cancel_scope)
-                await pump(group.cancel_scope)
+                await pump(group)
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
