@@ -323,6 +323,28 @@ def test_a_response_format_is_validated_and_reported() -> None:
     assert fake.requests[0].response_format.schema is not None
 
 
+def test_a_streamed_answer_reports_its_response_format_before_the_usage() -> None:
+    schema: Any = {
+        "type": "json_schema",
+        "json_schema": {"name": "n", "schema": {"type": "object", "required": ["city"]}},
+    }
+    with serving(Fake(['{"town": 3}'])) as url, _client(url) as client:
+        chunks = list(
+            client.chat.completions.create(
+                model="llama",
+                messages=ASK,
+                response_format=schema,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == '{"town": 3}'
+    report, usage = chunks[-2], chunks[-1]
+    assert report.choices == []
+    assert (report.model_extra or {})["chatlane"]["response_format"]["valid"] is False
+    assert usage.usage is not None
+
+
 # ---------------------------------------------------------------- an agent and parity
 
 
