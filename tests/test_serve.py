@@ -738,3 +738,17 @@ def test_several_models_are_served_by_name(raw: ScriptedServer) -> None:
     assert models == ["raw", "fake"]
     assert answers == ["from fake", "from raw"]
     assert one.id == "fake"
+
+
+def test_the_gateway_names_no_format_and_no_special_token() -> None:
+    import chatlane.serve
+    from chatlane import formats
+
+    source = Path(chatlane.serve.__file__).read_text(encoding="utf-8")
+    for name in formats.names():
+        fmt = formats.get(name)
+        assert f'"{name}"' not in source and f"'{name}'" not in source
+        controls = {*fmt.stop_sequences, fmt.begin_text}
+        if fmt.tokenizer is not None:
+            controls |= set(fmt.tokenizer.special_tokens)
+        assert not [c for c in controls if c and c in source]
