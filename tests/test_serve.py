@@ -747,7 +747,8 @@ def test_the_gateway_names_no_format_and_no_special_token() -> None:
     source = Path(chatlane.serve.__file__).read_text(encoding="utf-8")
     for name in formats.names():
         fmt = formats.get(name)
-        assert f'"{name}"' not in source and f"'{name}'" not in source
+        assert f'"{name}"' not in source
+        assert f"'{name}'" not in source
         controls = {*fmt.stop_sequences, fmt.begin_text}
         if fmt.tokenizer is not None:
             controls |= set(fmt.tokenizer.special_tokens)
