@@ -192,3 +192,19 @@ def test_usage_details_are_written_as_openai_does() -> None:
         "prompt_tokens_details": {"cached_tokens": 4},
         "completion_tokens_details": {"reasoning_tokens": 2},
     }
+
+
+@settings(max_examples=40, deadline=None)
+@given(responses(), st.integers(1, 7))
+def test_sse_bytes_carry_exactly_the_chunks(response: ChatResponse, cut: int) -> None:
+    import json
+
+    def encoder() -> StreamEncoder:
+        return StreamEncoder(id="chatcmpl-1", model="m", created=1, include_usage=True)
+
+    as_dicts, as_bytes = encoder(), encoder()
+    for event in _events(response, cut):
+        data = as_bytes.encode_sse(event)
+        blocks = [b for b in data.split(b"\n\n") if b]
+        assert all(b.startswith(b"data: ") for b in blocks)
+        assert [json.loads(b[6:]) for b in blocks] == as_dicts.encode(event)

@@ -518,10 +518,9 @@ _DONE = b"data: [DONE]\n\n"
 
 
 def _sse(chunks: list[dict[str, Any]]) -> bytes:
-    return b"".join(
-        b"data: " + json.dumps(c, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-        for c in chunks
-    )
+    from chatlane.wire.openai import sse_event
+
+    return b"".join(sse_event(c) for c in chunks)
 
 
 class _Call:
@@ -651,13 +650,16 @@ class _Call:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
             headers_sent = True
             group.start_soon(writer)
+            # The whole answer is needed only for the log and the response-format report.
+            keep = self.gateway._writer is not None or self.request.response_format is not None
             try:
                 while event is not None:
-                    acc.add(event)
+                    if keep:
+                        acc.add(event)
                     if self._shown(event):
-                        chunks = encoder.encode(event)
-                        if chunks:
-                            out.append(_sse(chunks))
+                        data = encoder.encode_sse(event)
+                        if data:
+                            out.append(data)
                             wake.set()
                     try:
                         event = await anext(iterator)

@@ -61,6 +61,7 @@ __all__ = [
     "encode_response",
     "encode_tool",
     "encode_usage",
+    "sse_event",
 ]
 
 DIALECTS: Final = ("openai", "vllm", "llama.cpp", "aleph-alpha")
@@ -1004,7 +1005,16 @@ class StreamEncoder:
     gets the rest in one delta, so the client's concatenation equals the call.
     """
 
-    __slots__ = ("_args", "_head", "_include_usage", "_opened", "_started", "_usage", "created")
+    __slots__ = (
+        "_args",
+        "_head",
+        "_include_usage",
+        "_opened",
+        "_started",
+        "_templates",
+        "_usage",
+        "created",
+    )
 
     def __init__(
         self,
@@ -1026,6 +1036,7 @@ class StreamEncoder:
         self._started: set[tuple[int, int]] = set()
         self._args: dict[tuple[int, int], list[str]] = {}
         self._usage: Usage | None = None
+        self._templates: dict[int, tuple[bytes, bytes]] = {}
 
     @property
     def id(self) -> str:
@@ -1129,6 +1140,23 @@ class StreamEncoder:
                 )
             )
 
+    def encode_sse(self, event: ChatEvent) -> bytes:
+        """`encode`'s chunks as Server-Sent Events (``data: <json>`` blocks), ready to send.
+
+        A text delta of an open choice, the bulk of a stream, is written through a template:
+        its chunk dict serialized once with a marker for the text, split around it.
+        """
+        if type(event) is TextDelta and event.choice in self._opened:
+            template = self._templates.get(event.choice)
+            if template is None:
+                marker = "\x00text\x00"
+                whole = sse_event(self._chunk(event.choice, {"content": marker}))
+                before, _, after = whole.partition(json.dumps(marker).encode())
+                template = self._templates[event.choice] = (before, after)
+            text = json.dumps(event.text, ensure_ascii=False).encode()
+            return template[0] + text + template[1]
+        return b"".join(sse_event(chunk) for chunk in self.encode(event))
+
     def extra_chunk(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         """A chunk without choices that carries ``fields`` (what a server adds of its own)."""
         chunk: dict[str, Any] = {**self._head, "choices": [], **fields}
@@ -1143,3 +1171,10 @@ class StreamEncoder:
         chunk: dict[str, Any] = {**self._head, "choices": []}
         chunk["usage"] = encode_usage(self._usage) if self._usage is not None else None
         return [chunk]
+
+
+def sse_event(chunk: Mapping[str, Any]) -> bytes:
+    """One chunk as a Server-Sent Event: ``data: <compact JSON>`` and a blank line."""
+    return (
+        b"data: " + json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    )
