@@ -372,6 +372,32 @@ def test_an_agent_round_trip_through_the_gateway(raw: ScriptedServer) -> None:
     assert '<|start_header_id|>ipython<|end_header_id|>\n\n{"sky": "sunny"}<|eot_id|>' in prompt
 
 
+def test_chatlanes_agent_loop_runs_its_tools_through_the_gateway(raw: ScriptedServer) -> None:
+    from chatlane.agent import run
+    from chatlane.messages import user
+    from chatlane.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The current weather.
+
+        Args:
+            city: The city.
+        """
+        return f"sunny in {city}"
+
+    raw.route("/v1/completions", completion_reply(ONE_CALL), completion_reply(["Sunny, it says."]))
+    with serving(_backend(raw)) as url, OpenAIChat(url, api_key="k", model="llama") as llm:
+        result = run(llm, [user("Weather in Paris?")], tools=[get_weather], max_steps=3)
+    assert [(r.call.name, r.content) for r in result.tool_runs] == [
+        ("get_weather", "sunny in Paris")
+    ]
+    assert result.messages[-1].text == "Sunny, it says."
+    assert result.messages[-1].role is Role.ASSISTANT
+    # The tool's result reached the model's prompt through the gateway.
+    assert "sunny in Paris<|eot_id|>" in raw.requests[1].json()["prompt"]
+
+
 def _same_ids(response: Any) -> Any:
     """The response with its tool-call ids replaced by their positions (the Llama format
     makes up a random id for each call; these tests check ids separately)."""
