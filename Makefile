@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml scripts/build-llama-wheel.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	CHATLANE_WHEELS=$(WHEELS) scripts/build-llama-wheel.sh $(BIN)/python
-	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) -e '.[dev,local,llama,mcp]' 'llama-cpp-python[server]==0.3.36'
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) -e '.[dev,local,llama,mcp,serve]' 'llama-cpp-python[server]==0.3.36'
 	touch $(STAMP)
 
 check: install

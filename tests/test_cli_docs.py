@@ -32,7 +32,7 @@ def test_every_command_is_documented() -> None:
         "chatlane",
         *(
             f"chatlane {c}"
-            for c in ("chat", "run", "render", "parse", "doctor", "logs", "batch", "demo")
+            for c in ("chat", "run", "render", "parse", "doctor", "logs", "batch", "demo", "serve")
         ),
         *(f"chatlane logs {a}" for a in ("list", "show", "search", "path")),
     }

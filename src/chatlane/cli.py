@@ -1,4 +1,4 @@
-"""The ``chatlane`` command: chat, run, render, parse, logs, batch and demo.
+"""The ``chatlane`` command: chat, run, render, parse, logs, batch, demo and serve.
 
 Only the standard library is imported up front, so ``chatlane --help`` answers at once;
 each command imports what it needs when it runs. Errors are one line on stderr: exit status
@@ -350,6 +350,59 @@ def build_parser() -> argparse.ArgumentParser:
         "(a tiny random-weight model, or $CHATLANE_MODEL).",
     )
     demo.set_defaults(handler=cmd_demo)
+
+    serve = command(
+        "serve",
+        "an OpenAI-compatible gateway over any backend",
+        "Serve POST /v1/chat/completions (streamed and whole), GET /v1/models and GET /health "
+        "in front of one backend, or of several named in a models file. Any OpenAI client gets "
+        "the model's tool calls, reasoning and structured output as chatlane reads them. "
+        "Needs the serve extra: pip install 'chatlane[serve]'.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on (8000)")
+    serve.add_argument(
+        "--models",
+        metavar="FILE",
+        help="a TOML file with one [models.NAME] table of backend settings per served model "
+        "(instead of the backend options)",
+    )
+    serve.add_argument(
+        "--served-model",
+        metavar="NAME",
+        help="the model name clients ask for (default: --model, else the backend's model)",
+    )
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a bearer key clients must send (repeatable; also $CHATLANE_SERVE_KEYS, "
+        "comma-separated, which keeps keys out of the process list)",
+    )
+    serve.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=256,
+        metavar="N",
+        help="requests at once; more are answered 429 with Retry-After (256)",
+    )
+    serve.add_argument(
+        "--max-body",
+        type=int,
+        default=8 * 1024 * 1024,
+        metavar="BYTES",
+        help="the largest request body accepted, in bytes (8 MiB)",
+    )
+    serve.add_argument(
+        "--affinity-header",
+        metavar="NAME",
+        help="a request header passed on to the upstream, for session affinity behind a "
+        "load balancer (e.g. X-Session-Id)",
+    )
+    _add_backend_options(serve)
+    _add_log_options(serve)
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 
@@ -1107,6 +1160,62 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from chatlane.demo import run
 
     return run(sys.stdout)
+
+
+# ---------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``chatlane serve``."""
+    try:
+        from chatlane.serve import Gateway, ServedModel, ServeOptions, keys_from_env, load_models
+        from chatlane.serve import serve as run_server
+    except ImportError as e:  # pragma: no cover - the extra is installed in development
+        raise UsageError(
+            f"chatlane serve needs the serve extra: pip install 'chatlane[serve]' ({e})"
+        ) from e
+    from chatlane._config import make_backend
+
+    models: list[ServedModel] = []
+    if args.models:
+        given = [n for n in ("backend", "base_url", "completion_url", "gguf") if getattr(args, n)]
+        if given:
+            raise UsageError("give either --models or the backend options, not both")
+        for name, settings in load_models(args.models):
+            backend, label = make_backend(settings, retries=args.retries)
+            if settings.model is not None:
+                backend.model = settings.model
+            models.append(ServedModel(name, backend, label))
+    else:
+        backend, label = _backend(args)
+        name = args.served_model or args.model or backend.model or "chatlane"
+        models.append(ServedModel(name, backend, label))
+    store = _open_store(args)
+    options = ServeOptions(
+        api_keys=tuple(args.api_key) + keys_from_env(),
+        max_body_bytes=args.max_body,
+        max_concurrency=args.max_concurrency,
+        affinity_header=args.affinity_header,
+        store=store,
+    )
+    gateway = Gateway(models, options)
+
+    def ready(url: str) -> None:
+        served = ", ".join(f"{m.name} ({m.label})" for m in models)
+        keys = "with API keys" if options.api_keys else "without API keys"
+        log_note = f"logging to {store.path}" if store is not None else "not logging"
+        sys.stderr.write(f"chatlane serve: {url} serving {served}, {keys}, {log_note}\n")
+        sys.stderr.flush()
+
+    try:
+        run_server(gateway, args.host, args.port, log_level="warning", on_ready=ready)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a gateway is stopped: uvicorn has shut down gracefully by now.
+        sys.stderr.write("chatlane serve: stopped\n")
+    finally:
+        if store is not None:
+            store.close()
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

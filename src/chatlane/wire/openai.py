@@ -51,13 +51,17 @@ from chatlane.tools import Tool
 __all__ = [
     "DIALECTS",
     "StreamAssembler",
+    "StreamEncoder",
     "decode_request",
     "decode_response",
     "decode_usage",
     "encode_message",
     "encode_query",
     "encode_request",
+    "encode_response",
     "encode_tool",
+    "encode_usage",
+    "sse_event",
 ]
 
 DIALECTS: Final = ("openai", "vllm", "llama.cpp", "aleph-alpha")
@@ -919,3 +923,261 @@ def _complete(call: _Call) -> bool:
     except ValueError:
         return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding a response (as a server writes one): the inverse of decode_response and the
+# StreamAssembler, so that what these write, those read back to the same ChatResponse.
+# ---------------------------------------------------------------------------------------------
+
+_COMPLETION_OBJECT: Final = "chat.completion"
+_CHUNK_OBJECT: Final = "chat.completion.chunk"
+
+
+def encode_usage(usage: Usage) -> dict[str, Any]:
+    """A ``usage`` object (the inverse of `decode_usage`), with token details when known."""
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens is not None:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return out
+
+
+def _encode_answer(message: Message) -> dict[str, Any]:
+    # An answer is written as a request's assistant message is (content null for a turn that
+    # only calls tools, each call with id, type and function), plus its reasoning.
+    out = encode_message(Message(Role.ASSISTANT, message.content, message.tool_calls), "openai")
+    if message.reasoning is not None:
+        out["reasoning_content"] = message.reasoning
+    return out
+
+
+def encode_response(
+    response: ChatResponse,
+    *,
+    id: str | None = None,
+    model: str | None = None,
+    created: int | None = None,
+) -> dict[str, Any]:
+    """The ``chat.completion`` body of a non-streamed answer (the inverse of `decode_response`).
+
+    ``id``, ``model`` and ``created`` stand in where the response has none. A choice's stop
+    sequence is written as vLLM writes it, ``stop_reason``.
+    """
+    body: dict[str, Any] = {
+        "id": response.id or id,
+        "object": _COMPLETION_OBJECT,
+        "created": response.created if response.created is not None else created,
+        "model": response.model or model,
+    }
+    if response.system_fingerprint is not None:
+        body["system_fingerprint"] = response.system_fingerprint
+    choices = []
+    for choice in response.choices:
+        encoded: dict[str, Any] = {
+            "index": choice.index,
+            "message": _encode_answer(choice.message),
+            "logprobs": None,
+            "finish_reason": choice.finish_reason.value,
+        }
+        if choice.stop_sequence is not None:
+            encoded["stop_reason"] = choice.stop_sequence
+        choices.append(encoded)
+    body["choices"] = choices
+    if response.usage is not None:
+        body["usage"] = encode_usage(response.usage)
+    return body
+
+
+class StreamEncoder:
+    """`ChatEvent`s in, ``chat.completion.chunk`` dicts out: the inverse of `StreamAssembler`.
+
+    Each choice opens with a ``{"role": "assistant", "content": ""}`` delta; text, reasoning
+    (``reasoning_content``) and tool-call pieces follow as OpenAI writes them (a call's first
+    delta carries ``index``, ``id``, ``type`` and the function's name, later ones only
+    ``index`` and argument text); a finish is a chunk with an empty delta and the
+    ``finish_reason``. With ``include_usage`` every chunk carries ``"usage": null`` and
+    `finish` adds the usage chunk (``choices: []``), as OpenAI's ``stream_options`` asks.
+
+    A tool call delivered whole (`ToolCallDone`) without all of its argument text streamed
+    gets the rest in one delta, so the client's concatenation equals the call.
+    """
+
+    __slots__ = (
+        "_args",
+        "_head",
+        "_include_usage",
+        "_opened",
+        "_started",
+        "_templates",
+        "_usage",
+        "created",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        model: str | None,
+        created: int,
+        include_usage: bool = False,
+    ) -> None:
+        self.created = created
+        self._head: dict[str, Any] = {
+            "id": id,
+            "object": _CHUNK_OBJECT,
+            "created": created,
+            "model": model,
+        }
+        self._include_usage = include_usage
+        self._opened: set[int] = set()
+        self._started: set[tuple[int, int]] = set()
+        self._args: dict[tuple[int, int], list[str]] = {}
+        self._usage: Usage | None = None
+        self._templates: dict[int, tuple[bytes, bytes]] = {}
+
+    @property
+    def id(self) -> str:
+        """The response id the chunks carry."""
+        return str(self._head["id"])
+
+    def _chunk(
+        self, choice: int, delta: dict[str, Any], finish: str | None = None
+    ) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "index": choice,
+            "delta": delta,
+            "logprobs": None,
+            "finish_reason": finish,
+        }
+        chunk = {**self._head, "choices": [item]}
+        if self._include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def _open(self, choice: int, out: list[dict[str, Any]]) -> None:
+        if choice not in self._opened:
+            self._opened.add(choice)
+            out.append(self._chunk(choice, {"role": "assistant", "content": ""}))
+
+    def encode(self, event: ChatEvent) -> list[dict[str, Any]]:
+        """The chunks one event becomes (none for what is only known at the end)."""
+        out: list[dict[str, Any]] = []
+        if isinstance(event, TextDelta):
+            self._open(event.choice, out)
+            out.append(self._chunk(event.choice, {"content": event.text}))
+        elif isinstance(event, ToolCallDelta):
+            self._open(event.choice, out)
+            self._args.setdefault((event.choice, event.index), []).append(event.arguments)
+            out.append(
+                self._chunk(
+                    event.choice,
+                    {
+                        "tool_calls": [
+                            {"index": event.index, "function": {"arguments": event.arguments}}
+                        ]
+                    },
+                )
+            )
+        elif isinstance(event, ToolCallStarted):
+            self._open(event.choice, out)
+            self._start(event.choice, event.index, event.id, event.name, out)
+        elif isinstance(event, ReasoningDelta):
+            self._open(event.choice, out)
+            out.append(self._chunk(event.choice, {"reasoning_content": event.text}))
+        elif isinstance(event, ToolCallDone):
+            self._open(event.choice, out)
+            self._done(event, out)
+        elif isinstance(event, Finished):
+            self._open(event.choice, out)
+            chunk = self._chunk(event.choice, {}, event.finish_reason.value)
+            if event.stop_sequence is not None:
+                chunk["choices"][0]["stop_reason"] = event.stop_sequence
+            out.append(chunk)
+        elif isinstance(event, UsageReported):
+            self._usage = event.usage
+        elif isinstance(event, ResponseStarted) and not self._opened:
+            # What the upstream says about its response, while no chunk has been written.
+            if event.id:
+                self._head["id"] = event.id
+            if event.model:
+                self._head["model"] = event.model
+            if event.created is not None:
+                self._head["created"] = self.created = event.created
+            if event.system_fingerprint:
+                self._head["system_fingerprint"] = event.system_fingerprint
+        return out
+
+    def _start(
+        self, choice: int, index: int, ident: str, name: str, out: list[dict[str, Any]]
+    ) -> None:
+        self._started.add((choice, index))
+        call = {
+            "index": index,
+            "id": ident,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        out.append(self._chunk(choice, {"tool_calls": [call]}))
+
+    def _done(self, event: ToolCallDone, out: list[dict[str, Any]]) -> None:
+        key = (event.choice, event.index)
+        call = event.call
+        if key not in self._started:
+            self._start(event.choice, event.index, call.id, call.name, out)
+        sent = "".join(self._args.get(key, ()))
+        # Arguments a server wants as a JSON object, as `_encode_tool_call` writes them.
+        whole = call.raw_arguments if call.raw_arguments.strip() or sent else "{}"
+        rest = whole[len(sent) :] if whole.startswith(sent) else ""
+        if rest:
+            self._args.setdefault(key, []).append(rest)
+            out.append(
+                self._chunk(
+                    event.choice,
+                    {"tool_calls": [{"index": event.index, "function": {"arguments": rest}}]},
+                )
+            )
+
+    def encode_sse(self, event: ChatEvent) -> bytes:
+        """`encode`'s chunks as Server-Sent Events (``data: <json>`` blocks), ready to send.
+
+        A text delta of an open choice, the bulk of a stream, is written through a template:
+        its chunk dict serialized once with a marker for the text, split around it.
+        """
+        if type(event) is TextDelta and event.choice in self._opened:
+            template = self._templates.get(event.choice)
+            if template is None:
+                marker = "\x00text\x00"
+                whole = sse_event(self._chunk(event.choice, {"content": marker}))
+                before, _, after = whole.partition(json.dumps(marker).encode())
+                template = self._templates[event.choice] = (before, after)
+            text = json.dumps(event.text, ensure_ascii=False).encode()
+            return template[0] + text + template[1]
+        return b"".join(sse_event(chunk) for chunk in self.encode(event))
+
+    def extra_chunk(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """A chunk without choices that carries ``fields`` (what a server adds of its own)."""
+        chunk: dict[str, Any] = {**self._head, "choices": [], **fields}
+        if self._include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The chunks that end the stream: the usage chunk, when it was asked for."""
+        if not self._include_usage:
+            return []
+        chunk: dict[str, Any] = {**self._head, "choices": []}
+        chunk["usage"] = encode_usage(self._usage) if self._usage is not None else None
+        return [chunk]
+
+
+def sse_event(chunk: Mapping[str, Any]) -> bytes:
+    """One chunk as a Server-Sent Event: ``data: <compact JSON>`` and a blank line."""
+    return (
+        b"data: " + json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    )
