@@ -183,6 +183,8 @@ if TYPE_CHECKING:
     )
     from chatlane.errors import (
         RequestTimeout as RequestTimeout,
+    )
+    from chatlane.errors import (
         SandboxUnavailable as SandboxUnavailable,
     )
     from chatlane.errors import (

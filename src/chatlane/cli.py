@@ -912,7 +912,6 @@ def cmd_parse(args: argparse.Namespace) -> int:
             }
             for c in parsed.tool_calls
         ],
-        "reasoning": parsed.message().reasoning,
         "finish_reason": parsed.finish_reason.value,
         "stop_sequence": parsed.stop_sequence,
         "partial_call": parsed.partial_call,
