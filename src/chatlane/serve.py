@@ -50,7 +50,7 @@ from chatlane.errors import (
     SchemaError,
     StreamInterrupted,
     StructuredOutputError,
-    TimeoutError,
+    TimeoutException,
     TransportError,
 )
 from chatlane.events import ChatEvent, ToolCallDelta, ToolCallDone, ToolCallStarted
@@ -203,7 +203,7 @@ def _failure_for(error: BaseException, retry_after: int) -> _Failure:
         return _Failure(400, f"the upstream rejected the request: {text}", code="upstream_rejected")
     if isinstance(error, AuthenticationError | NotFound | APIStatusError):
         return _Failure(502, f"the upstream failed: {text}", "upstream_error", "upstream_error")
-    if isinstance(error, TimeoutError):
+    if isinstance(error, TimeoutException):
         return _Failure(
             504, f"the upstream timed out: {text}", "upstream_error", "upstream_timeout"
         )
