@@ -529,6 +529,8 @@ def _summary(row: Sequence[Any]) -> ConversationSummary:
         ("model", (str, type(None))),
         ("calls", (int,)),
         ("total_tokens", (int,)),
+        ("cached_tokens", (int,)),
+        ("reasoning_tokens", (int,)),
     )
     for (name, types), value in zip(kinds, row, strict=True):
         if not isinstance(value, types):
