@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import importlib.util
 import json
+import logging
 import sys
 import types
 from pathlib import Path
@@ -81,6 +82,15 @@ def _import_references() -> tuple[Any, Any, Any]:
     ]
     for name in stubs:
         sys.modules[name] = _stub(name)
+    # llama_stack.log configures logging when imported (root handlers, and every existing
+    # logger's level): the session's logging is put back as it was.
+    root = logging.getLogger()
+    saved_root = (root.level, list(root.handlers))
+    saved = {
+        name: (lg.level, list(lg.handlers), lg.propagate)
+        for name, lg in logging.root.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
     try:
         import llama_stack.apis.inference as ls
         import llama_stack.providers.utils.inference.prompt_adapter as adapter
@@ -90,6 +100,14 @@ def _import_references() -> tuple[Any, Any, Any]:
         # the session may take them for torch.
         for name in stubs:
             del sys.modules[name]
+        root.setLevel(saved_root[0])
+        root.handlers[:] = saved_root[1]
+        for name, lg in logging.root.manager.loggerDict.items():
+            if isinstance(lg, logging.Logger):
+                level, handlers, propagate = saved.get(name, (logging.NOTSET, [], True))
+                lg.setLevel(level)
+                lg.handlers[:] = handlers
+                lg.propagate = propagate
     return ls, adapter, chat_format
 
 
