@@ -12,7 +12,7 @@ ChatlaneError
 │   └── SandboxUnavailable                the host cannot isolate code_interpreter's code
 ├── AgentError (in chatlane.agent)        a run of the agent loop could not go on; has .result
 ├── EngineError                           the embedded engine cannot load or run a model
-├── TokenizerNotFound (in chatlane.formats.llama3.tokenizer)  no Llama 3 tokenizer file was found
+├── TokenizerNotFound                     a format's tokenizer or vocabulary file was not found
 ├── StoreError (in chatlane.store)        the conversation log cannot be read or written
 ├── TransportError                        the request did not complete
 │   ├── ConnectError                      no connection could be made
@@ -138,6 +138,11 @@ class SandboxUnavailable(ToolError):
 
 class EngineError(ChatlaneError):
     """The embedded engine cannot load or run a model (missing, corrupt or unknown GGUF)."""
+
+
+class TokenizerNotFound(ChatlaneError):
+    """A prompt format's tokenizer or vocabulary file was not found (the message says where
+    chatlane looked and how to point it at one)."""
 
 
 class TransportError(ChatlaneError):

@@ -8,7 +8,6 @@ never committed). `chatlane.testing.tiny_gguf` reaches it through the registry.
 
 from __future__ import annotations
 
-import base64
 import os
 import tempfile
 from collections.abc import Callable
@@ -103,12 +102,9 @@ def _merges_of(ranks: dict[bytes, int], token: bytes) -> list[tuple[bytes, bytes
 
 def read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
     """A tiktoken BPE file's ranks (one ``base64-token rank`` line each)."""
-    ranks: dict[bytes, int] = {}
-    for line in path.read_text("ascii").splitlines():
-        if line:
-            encoded, number = line.split()
-            ranks[base64.b64decode(encoded)] = int(number)
-    return ranks
+    from chatlane.formats._tiktoken import read_ranks
+
+    return read_ranks(path, "tiktoken")
 
 
 def tiktoken_to_bpe(ranks: dict[bytes, int]) -> tuple[list[str], list[str]]:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chatlane.errors import ChatlaneError
+from chatlane.errors import TokenizerNotFound
 
 if TYPE_CHECKING:
     import tiktoken
@@ -71,10 +71,6 @@ SPECIAL_TOKENS.update(
 )
 """Every harmony control token's text and id (o200k_harmony's table)."""
 N_BASE_TOKENS = 199998
-
-
-class TokenizerNotFound(ChatlaneError):
-    """No ``o200k_base`` file was found (give a path or set ``CHATLANE_O200K_BASE``)."""
 
 
 def find_o200k_base() -> Path:

@@ -11,17 +11,20 @@ tokens of those characters. Special tokens (``<|begin_of_text|>``, headers, ``<|
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import functools
 import os
 import re
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chatlane.errors import ChatlaneError, InputError
+from chatlane.errors import InputError, TokenizerNotFound
+from chatlane.formats._tiktoken import (
+    cached_loader,
+    core_encode,
+    llama_models_file,
+    read_ranks,
+    split_long_runs,
+)
 from chatlane.formats.llama3.prompts import FIXED_TEXTS
 
 if TYPE_CHECKING:
@@ -113,10 +116,6 @@ _MAX_ENCODE_CHARS = 400_000
 _MAX_RUN_CHARS = 25_000
 
 
-class TokenizerNotFound(ChatlaneError):
-    """No Llama 3 tokenizer file was found (install ``llama-models`` or give a path)."""
-
-
 class Llama3Tokenizer:
     """The Llama 3 tokenizer (128,000 BPE tokens plus 256 special tokens).
 
@@ -127,7 +126,7 @@ class Llama3Tokenizer:
         import tiktoken
 
         self.path = Path(path)
-        ranks = _read_ranks(self.path)
+        ranks = read_ranks(self.path, "Llama 3")
         if len(ranks) != _NUM_BASE_TOKENS:
             raise TokenizerNotFound(
                 f"{self.path} holds {len(ranks)} tokens, not the 128000 of the Llama 3 tokenizer"
@@ -142,11 +141,11 @@ class Llama3Tokenizer:
         # The core BPE's own methods, without tiktoken's Python wrapper: `_tiktoken` below
         # does what the wrapper adds (lone surrogates replaced). The wrapper's method where
         # a tiktoken release has no _core_bpe.
-        self._encode_ordinary = _core_encode(self._encoding)
+        self._encode_ordinary = core_encode(self._encoding)
         # The same ranks under the lookahead-free regex (see _PAT_STR_PLAIN): one more table
         # in memory and about a tenth of a second more to load, for texts tokenized two to
         # three times faster.
-        self._encode_plain = _core_encode(
+        self._encode_plain = core_encode(
             tiktoken.Encoding(
                 name=f"chatlane-llama3-plain-{self.path.name}",
                 pat_str=_PAT_STR_PLAIN,
@@ -200,7 +199,7 @@ class Llama3Tokenizer:
             return self._tiktoken(text)
         tokens: list[int] = []
         for start in range(0, len(text), _MAX_ENCODE_CHARS):
-            for piece in _split_long_runs(text[start : start + _MAX_ENCODE_CHARS]):
+            for piece in split_long_runs(text[start : start + _MAX_ENCODE_CHARS], _MAX_RUN_CHARS):
                 tokens.extend(self._tiktoken(piece))
         return tokens
 
@@ -294,86 +293,15 @@ class Llama3Tokenizer:
         return f"Llama3Tokenizer({str(self.path)!r})"
 
 
-def _core_encode(encoding: tiktoken.Encoding) -> Callable[[str], list[int]]:
-    core = getattr(encoding, "_core_bpe", None)
-    method = getattr(core, "encode_ordinary", None)
-    return method if callable(method) else encoding.encode_ordinary
-
-
-def _read_ranks(path: Path) -> dict[bytes, int]:
-    try:
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise TokenizerNotFound(f"no Llama 3 tokenizer file at {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TokenizerNotFound(f"cannot read the Llama 3 tokenizer file {path}: {e}") from e
-    ranks: dict[bytes, int] = {}
-    try:
-        for line in text.splitlines():
-            if line:
-                token, rank = line.split()
-                ranks[base64.b64decode(token)] = int(rank)
-    except ValueError as e:
-        raise TokenizerNotFound(f"{path} is not a tiktoken BPE file: {e}") from e
-    return ranks
-
-
-def _split_long_runs(text: str) -> Iterator[str]:
-    # Cut ``text`` so that no piece holds more than _MAX_RUN_CHARS consecutive whitespace
-    # or non-whitespace characters, exactly where Meta's tokenizer cuts.
-    run = 0
-    in_space = text[0].isspace() if text else False
-    start = 0
-    for i, ch in enumerate(text):
-        space = ch.isspace()
-        if space is not in_space:
-            run = 1
-            in_space = space
-        else:
-            run += 1
-            if run > _MAX_RUN_CHARS:
-                yield text[start:i]
-                start = i
-                run = 1
-    yield text[start:]
-
-
 def default_tokenizer_path() -> Path:
-    """Where the tokenizer file is: ``$CHATLANE_LLAMA3_TOKENIZER``, else the installed
-    ``llama-models`` package's copy. Raises `TokenizerNotFound` when there is neither."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env)
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("llama_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            candidate = Path(location) / "llama3" / "tokenizer.model"
-            if candidate.is_file():
-                return candidate
-    raise TokenizerNotFound(
-        "no Llama 3 tokenizer found: install it with `pip install llama-models` "
-        f"(it ships llama_models/llama3/tokenizer.model), set {ENV_VAR} to the file, "
-        "or pass tokenizer_path"
-    )
+    """Where the tokenizer file is: ``${ENV_VAR}``, else the installed ``llama-models``
+    package's copy. Raises `TokenizerNotFound` when there is neither."""
+    return llama_models_file("llama3/tokenizer.model", ENV_VAR, "Llama 3")
 
 
-_lock = threading.Lock()
-
-
-@functools.cache
-def _load(path: Path) -> Llama3Tokenizer:
-    return Llama3Tokenizer(path)
+_load = cached_loader(Llama3Tokenizer, lambda: default_tokenizer_path())
 
 
 def load_tokenizer(path: str | os.PathLike[str] | None = None) -> Llama3Tokenizer:
     """The Llama 3 tokenizer from ``path`` (or the default place), loaded once and cached."""
-    resolved = Path(path) if path is not None else default_tokenizer_path()
-    with contextlib.suppress(OSError):
-        resolved = resolved.resolve()
-    with _lock:
-        return _load(resolved)
+    return _load(path)

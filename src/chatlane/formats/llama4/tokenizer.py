@@ -11,17 +11,19 @@ those characters. Special tokens enter a prompt only through the renderer.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import functools
 import os
 import re
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chatlane.errors import ChatlaneError, InputError
+from chatlane.errors import InputError, TokenizerNotFound
+from chatlane.formats._tiktoken import (
+    cached_loader,
+    llama_models_file,
+    read_ranks,
+    split_long_runs,
+)
 from chatlane.formats.llama4.prompts import FIXED_TEXTS
 
 if TYPE_CHECKING:
@@ -140,10 +142,6 @@ _MAX_RUN_CHARS = 25_000
 _ROLES = ("system", "user", "assistant", "ipython")
 
 
-class TokenizerNotFound(ChatlaneError):
-    """No Llama 4 tokenizer file was found (install ``llama-models`` or give a path)."""
-
-
 class Llama4Tokenizer:
     """The Llama 4 tokenizer (200,000 BPE tokens plus 2,048 special tokens).
 
@@ -154,7 +152,7 @@ class Llama4Tokenizer:
         import tiktoken
 
         self.path = Path(path)
-        ranks = _read_ranks(self.path)
+        ranks = read_ranks(self.path, "Llama 4")
         if len(ranks) != _NUM_BASE_TOKENS:
             raise TokenizerNotFound(
                 f"{self.path} holds {len(ranks)} tokens, not the 200000 of the Llama 4 tokenizer"
@@ -206,7 +204,7 @@ class Llama4Tokenizer:
             return self._tiktoken(text)
         tokens: list[int] = []
         for start in range(0, len(text), _MAX_ENCODE_CHARS):
-            for piece in _split_long_runs(text[start : start + _MAX_ENCODE_CHARS]):
+            for piece in split_long_runs(text[start : start + _MAX_ENCODE_CHARS], _MAX_RUN_CHARS):
                 tokens.extend(self._tiktoken(piece))
         return tokens
 
@@ -251,80 +249,15 @@ class Llama4Tokenizer:
         return f"Llama4Tokenizer({str(self.path)!r})"
 
 
-def _read_ranks(path: Path) -> dict[bytes, int]:
-    try:
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise TokenizerNotFound(f"no Llama 4 tokenizer file at {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TokenizerNotFound(f"cannot read the Llama 4 tokenizer file {path}: {e}") from e
-    ranks: dict[bytes, int] = {}
-    try:
-        for line in text.splitlines():
-            if line:
-                token, rank = line.split()
-                ranks[base64.b64decode(token)] = int(rank)
-    except ValueError as e:
-        raise TokenizerNotFound(f"{path} is not a tiktoken BPE file: {e}") from e
-    return ranks
-
-
-def _split_long_runs(text: str) -> Iterator[str]:
-    # No piece holds more than _MAX_RUN_CHARS consecutive whitespace or non-whitespace
-    # characters, cut exactly where Meta's tokenizer cuts.
-    run = 0
-    in_space = text[0].isspace() if text else False
-    start = 0
-    for i, ch in enumerate(text):
-        space = ch.isspace()
-        if space is not in_space:
-            run = 1
-            in_space = space
-        else:
-            run += 1
-            if run > _MAX_RUN_CHARS:
-                yield text[start:i]
-                start = i
-                run = 1
-    yield text[start:]
-
-
 def default_tokenizer_path() -> Path:
-    """Where the tokenizer file is: ``$CHATLANE_LLAMA4_TOKENIZER``, else the installed
-    ``llama-models`` package's copy. Raises `TokenizerNotFound` when there is neither."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env)
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("llama_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            candidate = Path(location) / "llama4" / "tokenizer.model"
-            if candidate.is_file():
-                return candidate
-    raise TokenizerNotFound(
-        "no Llama 4 tokenizer found: install it with `pip install llama-models` "
-        f"(it ships llama_models/llama4/tokenizer.model), set {ENV_VAR} to the file, "
-        "or pass tokenizer="
-    )
+    """Where the tokenizer file is: ``${ENV_VAR}``, else the installed ``llama-models``
+    package's copy. Raises `TokenizerNotFound` when there is neither."""
+    return llama_models_file("llama4/tokenizer.model", ENV_VAR, "Llama 4")
 
 
-_lock = threading.Lock()
-
-
-@functools.cache
-def _load(path: Path) -> Llama4Tokenizer:
-    return Llama4Tokenizer(path)
+_load = cached_loader(Llama4Tokenizer, lambda: default_tokenizer_path())
 
 
 def load_tokenizer(path: str | os.PathLike[str] | None = None) -> Llama4Tokenizer:
     """The Llama 4 tokenizer from ``path`` (or the default place), loaded once and cached."""
-    resolved = Path(path) if path is not None else default_tokenizer_path()
-    with contextlib.suppress(OSError):
-        resolved = resolved.resolve()
-    with _lock:
-        return _load(resolved)
+    return _load(path)

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from chatlane.errors import ChatlaneError
+from chatlane.errors import TokenizerNotFound
 
 __all__ = [
     "ENV_VAR",
@@ -49,10 +49,6 @@ LEGACY_SPECIAL_TOKENS = (
 # special-token list gets them at these ids, where Mistral's own v11+ files keep them. The
 # ids are chatlane's assumption for such a file (the token ids of v11/v13 are unverified).
 MODERN_SPECIAL_TOKENS = {"[ARGS]": 32, "[CALL_ID]": 33, "[THINK]": 34, "[/THINK]": 35}
-
-
-class TokenizerNotFound(ChatlaneError):
-    """No Mistral tokenizer file was found (or its support package is missing)."""
 
 
 def shipped_file(name: str) -> Path | None:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from chatlane.errors import ChatlaneError
+from chatlane.errors import TokenizerNotFound
 
 if TYPE_CHECKING:
     import tiktoken
@@ -82,11 +82,6 @@ _ADDED = (
 )
 ADDED_TOKENS: dict[str, int] = {text: N_BASE_TOKENS + i for i, text in enumerate(_ADDED)}
 """Every added token's text and id (151643 to 151668)."""
-
-
-class TokenizerNotFound(ChatlaneError):
-    """No Qwen vocabulary was found (give a GGUF or tokenizer.json path, or set
-    ``CHATLANE_QWEN_VOCAB``)."""
 
 
 def _byte_decoder() -> dict[str, int]:
