@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +118,109 @@ def tiktoken_to_bpe(ranks: dict[bytes, int]) -> tuple[list[str], list[str]]:
         for left, right in _merges_of(ranks, token):
             merges.append("".join(spell[b] for b in left) + " " + "".join(spell[b] for b in right))
     return tokens, merges
+
+
+def tiktoken_vocabulary(
+    default_path: Callable[[], Path], what: str, specials: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """A tiktoken tokenizer's tokens (GPT-2 byte-level spelling, ``specials`` after them) and
+    BPE merges; ``default_path`` finds its file and ``what`` names it in errors ("Meta's Llama 3
+    tokenizer")."""
+    from chatlane.errors import TokenizerNotFound
+
+    try:
+        path = default_path()
+    except TokenizerNotFound as e:
+        raise ChatlaneError(f"building the tiny test model needs {what}: {e}") from e
+    tokens, merges = tiktoken_to_bpe(read_tiktoken_ranks(path))
+    return [*tokens, *specials], merges
+
+
+class TinyWriter:
+    """A GGUF writer for a tiny random-weight model: its vocabulary, weights drawn from one
+    seeded generator (so a seed always gives the same bytes), and the file.
+
+    A family's ``testmodel`` writes its own architecture's keys on ``writer`` and its own
+    tensors, with `weights`, `ones` and `add_q8`; the shared pieces are here.
+    """
+
+    def __init__(self, path: Path, architecture: str, gguf: Any, np: Any, seed: int) -> None:
+        self.gguf = gguf
+        self.np = np
+        self.writer: Any = gguf.GGUFWriter(str(path), architecture)
+        self._rng = np.random.default_rng(seed)
+
+    def weights(self, *shape: int) -> Any:
+        """Random float32 weights of ``shape`` (numpy order: llama.cpp's dimensions reversed)."""
+        return (self._rng.standard_normal(shape) * 0.5).astype(self.np.float32)
+
+    def ones(self, n: int) -> Any:
+        """A norm's weights."""
+        return self.np.ones(n, dtype=self.np.float32)
+
+    def add_q8(self, name: str, array: Any) -> None:
+        """A tensor stored as Q8_0 (the large ones: embeddings, output)."""
+        q8 = self.gguf.GGMLQuantizationType.Q8_0
+        self.writer.add_tensor(name, self.gguf.quants.quantize(array, q8), raw_dtype=q8)
+
+    def control_last(self, n_base: int, n_special: int) -> list[Any]:
+        """Token types: ``n_base`` ordinary tokens, then ``n_special`` control tokens."""
+        kinds = self.gguf.TokenType
+        return [kinds.NORMAL] * n_base + [kinds.CONTROL] * n_special
+
+    def add_bpe_vocabulary(
+        self,
+        pre: str,
+        tokens: list[str],
+        types: list[Any],
+        merges: list[str],
+        *,
+        bos: int,
+        eos: int,
+        template: str,
+        unk: int | None = None,
+        pad: int | None = None,
+        add_bos: bool | None = None,
+    ) -> None:
+        """A byte-level BPE vocabulary (llama.cpp's ``gpt2`` tokenizer with the pre-tokenizer
+        ``pre``), its special ids, and a chat template for tools that read the file."""
+        w = self.writer
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre)
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        w.add_bos_token_id(bos)
+        w.add_eos_token_id(eos)
+        if unk is not None:
+            w.add_unk_token_id(unk)
+        if pad is not None:
+            w.add_pad_token_id(pad)
+        if add_bos is not None:
+            w.add_add_bos_token(add_bos)
+        w.add_chat_template(template)
+
+    def add_attention(self, block: int, embed: int, q: int, kv: int) -> None:
+        """A dense block's attention: its norm, q, k, v and output projections."""
+        b, add = f"blk.{block}.", self.writer.add_tensor
+        add(b + "attn_norm.weight", self.ones(embed))
+        add(b + "attn_q.weight", self.weights(q, embed))
+        add(b + "attn_k.weight", self.weights(kv, embed))
+        add(b + "attn_v.weight", self.weights(kv, embed))
+        add(b + "attn_output.weight", self.weights(embed, q))
+
+    def add_feed_forward(self, block: int, embed: int, ffn: int) -> None:
+        """A dense block's feed-forward: its norm and the gate, up and down projections."""
+        b, add = f"blk.{block}.", self.writer.add_tensor
+        add(b + "ffn_norm.weight", self.ones(embed))
+        add(b + "ffn_gate.weight", self.weights(ffn, embed))
+        add(b + "ffn_up.weight", self.weights(ffn, embed))
+        add(b + "ffn_down.weight", self.weights(embed, ffn))
+
+    def write(self) -> None:
+        """Write the header, the key/values and the tensors, and close the file."""
+        w = self.writer
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()

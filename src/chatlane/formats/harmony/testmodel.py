@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from chatlane.errors import ChatlaneError
-from chatlane.formats._testmodel import cached_build, read_tiktoken_ranks, tiktoken_to_bpe
+from chatlane.formats._testmodel import (
+    TinyWriter,
+    cached_build,
+    read_tiktoken_ranks,
+    tiktoken_to_bpe,
+)
 from chatlane.formats.harmony.tokenizer import (
     N_BASE_TOKENS,
     SPECIAL_TOKENS,
@@ -73,8 +78,8 @@ def tiny_gguf(
 def _write(
     path: Path, tokens: list[str], merges: list[str], n_special: int, seed: int, gguf: Any, np: Any
 ) -> None:
-    T = gguf.TokenType
-    writer = gguf.GGUFWriter(str(path), "gpt-oss")
+    out = TinyWriter(path, "gpt-oss", gguf, np, seed)
+    writer = out.writer
     writer.add_name(TINY_MODEL_NAME)
     writer.add_description("random weights with the real o200k_harmony vocabulary; for tests only")
     writer.add_context_length(_CONTEXT)
@@ -93,29 +98,21 @@ def _write(
     writer.add_expert_feed_forward_length(_FFN_EXPERT)
     writer.add_sliding_window(_WINDOW)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-4o")
-    writer.add_token_list(tokens)
-    writer.add_token_types([T.NORMAL] * N_BASE_TOKENS + [T.CONTROL] * n_special)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(SPECIAL_TOKENS["<|startoftext|>"])
-    writer.add_eos_token_id(SPECIAL_TOKENS["<|return|>"])
-    writer.add_pad_token_id(SPECIAL_TOKENS["<|endoftext|>"])
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(_CHAT_TEMPLATE)
+    out.add_bpe_vocabulary(
+        "gpt-4o",
+        tokens,
+        out.control_last(N_BASE_TOKENS, n_special),
+        merges,
+        bos=SPECIAL_TOKENS["<|startoftext|>"],
+        eos=SPECIAL_TOKENS["<|return|>"],
+        pad=SPECIAL_TOKENS["<|endoftext|>"],
+        add_bos=False,
+        template=_CHAT_TEMPLATE,
+    )
 
-    rng = np.random.default_rng(seed)
-
-    def w(*shape: int) -> Any:
-        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
-
-    q8 = gguf.GGMLQuantizationType.Q8_0
-
-    def big(name: str, array: Any) -> None:
-        writer.add_tensor(name, gguf.quants.quantize(array, q8), raw_dtype=q8)
-
+    w, big = out.weights, out.add_q8
     n_vocab = len(tokens)
-    ones = np.ones(_EMBED, dtype=np.float32)
+    ones = out.ones(_EMBED)
     big("token_embd.weight", w(n_vocab, _EMBED))
     big("output.weight", w(n_vocab, _EMBED))
     writer.add_tensor("output_norm.weight", ones)
@@ -141,7 +138,4 @@ def _write(
         writer.add_tensor(b + "ffn_up_exps.bias", w(_EXPERTS, _FFN_EXPERT))
         writer.add_tensor(b + "ffn_down_exps.weight", w(_EXPERTS, _EMBED, _FFN_EXPERT))
         writer.add_tensor(b + "ffn_down_exps.bias", w(_EXPERTS, _EMBED))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    out.write()

@@ -13,11 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from chatlane.errors import ChatlaneError
-from chatlane.formats._testmodel import cached_build, read_tiktoken_ranks, tiktoken_to_bpe
+from chatlane.formats._testmodel import (
+    TinyWriter,
+    cached_build,
+    tiktoken_vocabulary,
+)
 from chatlane.formats.llama3.tokenizer import (
     SPECIAL_TOKENS,
-    TokenizerNotFound,
     default_tokenizer_path,
 )
 
@@ -68,14 +70,7 @@ def tiny_gguf(cache_dir: str | os.PathLike[str] | None = None, *, seed: int = 0)
 
 def _llama3_vocabulary() -> tuple[list[str], list[str]]:
     """Llama 3's tokens (GPT-2 byte-level spelling, special tokens last) and BPE merges."""
-    try:
-        path = default_tokenizer_path()
-    except TokenizerNotFound as e:
-        raise ChatlaneError(
-            f"building the tiny test model needs Meta's Llama 3 tokenizer: {e}"
-        ) from e
-    tokens, merges = tiktoken_to_bpe(read_tiktoken_ranks(path))
-    return [*tokens, *_SPECIAL], merges
+    return tiktoken_vocabulary(default_tokenizer_path, "Meta's Llama 3 tokenizer", _SPECIAL)
 
 
 def _write_gguf(
@@ -84,7 +79,8 @@ def _write_gguf(
     n_vocab = len(tokens)
     n_base = n_vocab - _N_SPECIAL
     head_dim = _EMBED // _HEADS
-    writer = gguf.GGUFWriter(str(path), "llama")
+    out = TinyWriter(path, "llama", gguf, np, seed)
+    writer = out.writer
     writer.add_name(TINY_MODEL_NAME)
     writer.add_description("random weights with the real Llama 3 tokenizer; for tests only")
     writer.add_context_length(_CONTEXT)
@@ -98,40 +94,18 @@ def _write_gguf(
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(n_vocab)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("llama-bpe")
-    writer.add_token_list(tokens)
-    writer.add_token_types([gguf.TokenType.NORMAL] * n_base + [gguf.TokenType.CONTROL] * _N_SPECIAL)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(n_base)  # <|begin_of_text|>
-    writer.add_eos_token_id(n_base + _SPECIAL.index("<|eot_id|>"))
-    writer.add_chat_template(_CHAT_TEMPLATE)
-
-    rng = np.random.default_rng(seed)
-
-    def weights(*shape: int) -> Any:
-        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
-
-    ones = np.ones(_EMBED, dtype=np.float32)
-    embedding = weights(n_vocab, _EMBED)
-    writer.add_tensor(
-        "token_embd.weight",
-        gguf.quants.quantize(embedding, gguf.GGMLQuantizationType.Q8_0),
-        raw_dtype=gguf.GGMLQuantizationType.Q8_0,
+    out.add_bpe_vocabulary(
+        "llama-bpe",
+        tokens,
+        out.control_last(n_base, _N_SPECIAL),
+        merges,
+        bos=n_base,  # <|begin_of_text|>
+        eos=n_base + _SPECIAL.index("<|eot_id|>"),
+        template=_CHAT_TEMPLATE,
     )
-    kv = _KV_HEADS * head_dim
+    out.add_q8("token_embd.weight", out.weights(n_vocab, _EMBED))
     for i in range(_LAYERS):
-        writer.add_tensor(f"blk.{i}.attn_norm.weight", ones)
-        writer.add_tensor(f"blk.{i}.attn_q.weight", weights(_EMBED, _EMBED))
-        writer.add_tensor(f"blk.{i}.attn_k.weight", weights(kv, _EMBED))
-        writer.add_tensor(f"blk.{i}.attn_v.weight", weights(kv, _EMBED))
-        writer.add_tensor(f"blk.{i}.attn_output.weight", weights(_EMBED, _EMBED))
-        writer.add_tensor(f"blk.{i}.ffn_norm.weight", ones)
-        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weights(_FFN, _EMBED))
-        writer.add_tensor(f"blk.{i}.ffn_up.weight", weights(_FFN, _EMBED))
-        writer.add_tensor(f"blk.{i}.ffn_down.weight", weights(_EMBED, _FFN))
-    writer.add_tensor("output_norm.weight", ones)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        out.add_attention(i, _EMBED, _EMBED, _KV_HEADS * head_dim)
+        out.add_feed_forward(i, _EMBED, _FFN)
+    writer.add_tensor("output_norm.weight", out.ones(_EMBED))
+    out.write()

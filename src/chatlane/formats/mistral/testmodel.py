@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chatlane.errors import ChatlaneError
-from chatlane.formats._testmodel import cached_build, tiktoken_to_bpe
+from chatlane.formats._testmodel import TinyWriter, cached_build, tiktoken_to_bpe
 from chatlane.formats.mistral.tokenizer import TekkenTokenizer, TokenizerNotFound, shipped_file
 
 __all__ = ["TINY_MODEL_NAME", "tiny_gguf"]
@@ -87,7 +87,8 @@ def _write_gguf(
 ) -> None:
     n_vocab = len(tokens)
     head_dim = _EMBED // _HEADS
-    writer = gguf.GGUFWriter(str(path), "llama")
+    out = TinyWriter(path, "llama", gguf, np, seed)
+    writer = out.writer
     writer.add_name(TINY_MODEL_NAME)
     writer.add_description("random weights with Mistral's tekken vocabulary; for tests only")
     writer.add_context_length(_CONTEXT)
@@ -101,42 +102,14 @@ def _write_gguf(
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(n_vocab)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("tekken")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_unk_token_id(0)
-    writer.add_pad_token_id(11)
-    writer.add_add_bos_token(True)
-    writer.add_chat_template(_CHAT_TEMPLATE)
+    out.add_bpe_vocabulary(
+        "tekken", tokens, types, merges, bos=1, eos=2, unk=0, pad=11, add_bos=True,
+        template=_CHAT_TEMPLATE,
+    )  # fmt: skip
 
-    rng = np.random.default_rng(seed)
-
-    def weights(*shape: int) -> Any:
-        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
-
-    ones = np.ones(_EMBED, dtype=np.float32)
-    writer.add_tensor(
-        "token_embd.weight",
-        gguf.quants.quantize(weights(n_vocab, _EMBED), gguf.GGMLQuantizationType.Q8_0),
-        raw_dtype=gguf.GGMLQuantizationType.Q8_0,
-    )
-    kv = _KV_HEADS * head_dim
+    out.add_q8("token_embd.weight", out.weights(n_vocab, _EMBED))
     for i in range(_LAYERS):
-        writer.add_tensor(f"blk.{i}.attn_norm.weight", ones)
-        writer.add_tensor(f"blk.{i}.attn_q.weight", weights(_EMBED, _EMBED))
-        writer.add_tensor(f"blk.{i}.attn_k.weight", weights(kv, _EMBED))
-        writer.add_tensor(f"blk.{i}.attn_v.weight", weights(kv, _EMBED))
-        writer.add_tensor(f"blk.{i}.attn_output.weight", weights(_EMBED, _EMBED))
-        writer.add_tensor(f"blk.{i}.ffn_norm.weight", ones)
-        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weights(_FFN, _EMBED))
-        writer.add_tensor(f"blk.{i}.ffn_up.weight", weights(_FFN, _EMBED))
-        writer.add_tensor(f"blk.{i}.ffn_down.weight", weights(_EMBED, _FFN))
-    writer.add_tensor("output_norm.weight", ones)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        out.add_attention(i, _EMBED, _EMBED, _KV_HEADS * head_dim)
+        out.add_feed_forward(i, _EMBED, _FFN)
+    writer.add_tensor("output_norm.weight", out.ones(_EMBED))
+    out.write()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chatlane.errors import ChatlaneError
-from chatlane.formats._testmodel import cached_build
+from chatlane.formats._testmodel import TinyWriter, cached_build
 from chatlane.formats.qwen3.tokenizer import (
     ADDED_TOKENS,
     N_BASE_TOKENS,
@@ -102,7 +102,8 @@ def _write(path: Path, tokens: list[str], merges: list[str], seed: int, gguf: An
     types = [T.NORMAL] * N_BASE_TOKENS
     types += [T.USER_DEFINED if t in _USER_DEFINED else T.CONTROL for t in ADDED_TOKENS]
     types += [T.UNUSED] * (len(tokens) - len(types))
-    writer = gguf.GGUFWriter(str(path), "qwen3")
+    out = TinyWriter(path, "qwen3", gguf, np, seed)
+    writer = out.writer
     writer.add_name(TINY_MODEL_NAME)
     writer.add_description("random weights with the real Qwen vocabulary; for tests only")
     writer.add_context_length(_CONTEXT)
@@ -116,42 +117,30 @@ def _write(path: Path, tokens: list[str], merges: list[str], seed: int, gguf: An
     writer.add_rope_freq_base(1000000.0)
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(ADDED_TOKENS["<|endoftext|>"])
-    writer.add_eos_token_id(ADDED_TOKENS["<|im_end|>"])
-    writer.add_pad_token_id(ADDED_TOKENS["<|endoftext|>"])
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(_CHAT_TEMPLATE)
-
-    rng = np.random.default_rng(seed)
-
-    def weights(*shape: int) -> Any:
-        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
-
-    ones = np.ones(_EMBED, dtype=np.float32)
-    q8 = gguf.GGMLQuantizationType.Q8_0
-    writer.add_tensor(
-        "token_embd.weight", gguf.quants.quantize(weights(len(tokens), _EMBED), q8), raw_dtype=q8
+    out.add_bpe_vocabulary(
+        "qwen2",
+        tokens,
+        types,
+        merges,
+        bos=ADDED_TOKENS["<|endoftext|>"],
+        eos=ADDED_TOKENS["<|im_end|>"],
+        pad=ADDED_TOKENS["<|endoftext|>"],
+        add_bos=False,
+        template=_CHAT_TEMPLATE,
     )
+
+    weights, ones = out.weights, out.ones(_EMBED)
+    out.add_q8("token_embd.weight", weights(len(tokens), _EMBED))
     q, kv = _HEADS * _HEAD_DIM, _KV_HEADS * _HEAD_DIM
     for i in range(_LAYERS):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", ones)
         writer.add_tensor(f"blk.{i}.attn_q.weight", weights(q, _EMBED))
         writer.add_tensor(f"blk.{i}.attn_k.weight", weights(kv, _EMBED))
         writer.add_tensor(f"blk.{i}.attn_v.weight", weights(kv, _EMBED))
-        writer.add_tensor(f"blk.{i}.attn_q_norm.weight", np.ones(_HEAD_DIM, dtype=np.float32))
-        writer.add_tensor(f"blk.{i}.attn_k_norm.weight", np.ones(_HEAD_DIM, dtype=np.float32))
+        # Qwen 3 normalises q and k per head before attention.
+        writer.add_tensor(f"blk.{i}.attn_q_norm.weight", out.ones(_HEAD_DIM))
+        writer.add_tensor(f"blk.{i}.attn_k_norm.weight", out.ones(_HEAD_DIM))
         writer.add_tensor(f"blk.{i}.attn_output.weight", weights(_EMBED, q))
-        writer.add_tensor(f"blk.{i}.ffn_norm.weight", ones)
-        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weights(_FFN, _EMBED))
-        writer.add_tensor(f"blk.{i}.ffn_up.weight", weights(_FFN, _EMBED))
-        writer.add_tensor(f"blk.{i}.ffn_down.weight", weights(_EMBED, _FFN))
+        out.add_feed_forward(i, _EMBED, _FFN)
     writer.add_tensor("output_norm.weight", ones)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    out.write()
