@@ -286,6 +286,8 @@ def response_to_dict(response: ChatResponse) -> dict[str, Any]:
         out["stop_sequence"] = response.stop_sequence
     if response.resumed:
         out["resumed"] = list(response.resumed)
+    if response.malformed_calls:
+        out["malformed_calls"] = list(response.malformed_calls)
     return out
 
 
@@ -300,4 +302,5 @@ def response_from_dict(data: Mapping[str, Any]) -> ChatResponse:
         id=data.get("id"),
         stop_sequence=data.get("stop_sequence"),
         resumed=tuple(str(r) for r in data.get("resumed") or ()),
+        malformed_calls=tuple(str(r) for r in data.get("malformed_calls") or ()),
     )

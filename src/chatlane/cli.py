@@ -916,7 +916,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
         "stop_sequence": parsed.stop_sequence,
         "partial_call": parsed.partial_call,
         "unknown_tools": list(parsed.unknown_tools),
-        "malformed_calls": list(getattr(parsed, "malformed_calls", ())),
+        "malformed_calls": list(parsed.malformed_calls),
     }
     sys.stdout.write(json.dumps(body, ensure_ascii=False, indent=2) + "\n")
     return 0

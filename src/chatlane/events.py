@@ -103,6 +103,9 @@ class Finished:
     choice: int = 0
     stop_sequence: str | None = None
     """The stop sequence or token that ended it, where known."""
+    malformed_calls: tuple[str, ...] = ()
+    """The raw text of calls the model began that could not be read; they stayed in the text
+    (a prompt format's parser reports them here, and `ChatResponse.malformed_calls` keeps them)."""
     kind: ClassVar[Literal["finished"]] = "finished"
 
 
@@ -222,6 +225,7 @@ class Accumulator:
                     message,
                     finish.finish_reason if finish else FinishReason.INCOMPLETE,
                     finish.stop_sequence if finish else None,
+                    finish.malformed_calls if finish else (),
                 )
             )
         first = choices[0]
@@ -237,6 +241,7 @@ class Accumulator:
             system_fingerprint=self._info.system_fingerprint,
             response_format=self.response_format,
             resumed=tuple(self._resumed),
+            malformed_calls=first.malformed_calls,
         )
 
 

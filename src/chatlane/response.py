@@ -127,6 +127,8 @@ class Choice:
     message: Message
     finish_reason: FinishReason
     stop_sequence: str | None = None
+    malformed_calls: tuple[str, ...] = ()
+    """The raw text of calls that could not be read (see `ChatResponse.malformed_calls`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,10 @@ class ChatResponse:
     resumed: tuple[str, ...] = ()
     """Why the stream broke, once for each time the backend resumed it (`RetryPolicy.resume`);
     empty for an answer that arrived in one piece."""
+    malformed_calls: tuple[str, ...] = ()
+    """The raw text of every call the model began that could not be read (where chatlane
+    parsed the raw output itself): it is kept in the text, never made into a call, and this
+    says it happened."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "finish_reason", FinishReason.parse(self.finish_reason))
@@ -162,7 +168,15 @@ class ChatResponse:
             object.__setattr__(
                 self,
                 "choices",
-                (Choice(0, self.message, self.finish_reason, self.stop_sequence),),
+                (
+                    Choice(
+                        0,
+                        self.message,
+                        self.finish_reason,
+                        self.stop_sequence,
+                        self.malformed_calls,
+                    ),
+                ),
             )
 
     @property

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatlane.events import TextDelta, ToolCallDone, accumulate
+from chatlane.formats.base import ParsedOutput
 from chatlane.formats.llama4 import Llama4
 from chatlane.formats.llama4.parser import (
-    Llama4Output,
     Llama4StreamParser,
     parse_output,
     sequential_ids,
@@ -34,11 +34,11 @@ NOW = Tool.from_schema("now", None)
 TOOLS = (WEATHER, NOW)
 
 
-def parse(raw: str, **kw: Any) -> Llama4Output:
+def parse(raw: str, **kw: Any) -> ParsedOutput:
     return parse_output(raw, tools=TOOLS, ids=sequential_ids(), **kw)
 
 
-def calls(out: Llama4Output) -> list[tuple[str, dict[str, Any]]]:
+def calls(out: ParsedOutput) -> list[tuple[str, dict[str, Any]]]:
     return [(c.name, dict(c.arguments)) for c in out.tool_calls]
 
 
@@ -219,7 +219,7 @@ outputs = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=6)), max_
 )
 
 
-def _stream(raw: str, cuts: list[int], truncated: bool) -> tuple[Llama4Output, list[Any]]:
+def _stream(raw: str, cuts: list[int], truncated: bool) -> tuple[ParsedOutput, list[Any]]:
     parser = Llama4StreamParser(TOOLS, ids=sequential_ids())
     events: list[Any] = []
     last = 0

@@ -163,8 +163,8 @@ def test_a_malformed_call_in_the_middle_is_text_and_the_stream_goes_on(bad: str)
     assert [c.name for c in out.tool_calls] == ["ok"]
     assert out.content == f"Before. {bad} After."
     assert len(out.malformed_calls) == 1
-    assert out.malformed_calls[0].reason
-    malformed = out.malformed_calls[0].raw
+    assert out.malformed[0].reason
+    malformed = out.malformed[0].raw
     assert malformed.startswith("[TOOL_CALLS]")
     assert bad.startswith(malformed)
     for split in (list(raw), [raw[:9], raw[9:20], raw[20:]]):
@@ -184,7 +184,7 @@ def test_a_cut_off_call_is_never_a_call() -> None:
     out = whole(raw)
     assert out.tool_calls == ()
     assert out.content == raw
-    assert out.malformed_calls[0].reason == "the output ended inside the call"
+    assert out.malformed[0].reason == "the output ended inside the call"
     # A stop token inside the JSON ends the call too.
     out = whole('[TOOL_CALLS]f[ARGS]{"a": 1</s>')
     assert out.tool_calls == ()

@@ -234,10 +234,10 @@ def _server_reason(event: Finished, server: FinishReason, stop: str | None) -> F
     if server not in (FinishReason.STOP, FinishReason.LENGTH) and reason != FinishReason.TOOL_CALLS:
         reason = server
     if stop is not None and event.stop_sequence is None:
-        return Finished(reason, event.choice, stop)
+        return dataclasses.replace(event, finish_reason=reason, stop_sequence=stop)
     if reason is event.finish_reason:
         return event
-    return Finished(reason, event.choice, event.stop_sequence)
+    return dataclasses.replace(event, finish_reason=reason)
 
 
 class CompletionChat(Backend):

@@ -58,6 +58,11 @@ class ParsedOutput:
     """The raw text of a tool call that was cut off; never turned into a made-up call."""
     unknown_tools: tuple[str, ...] = ()
     """Names the model called that the request did not offer (the calls are in tool_calls)."""
+    reasoning: str | None = None
+    """The model's reasoning, kept apart from ``content``; None when it gave none."""
+    malformed_calls: tuple[str, ...] = ()
+    """The raw text of every call the model began that could not be read (bad JSON, no name,
+    no end): it stays in the text it appeared in and is never made into a call."""
 
     @property
     def finish_reason(self) -> FinishReason:
@@ -68,7 +73,7 @@ class ParsedOutput:
         return FinishReason.STOP
 
     def message(self) -> Message:
-        return Message(Role.ASSISTANT, self.content, self.tool_calls)
+        return Message(Role.ASSISTANT, self.content, self.tool_calls, reasoning=self.reasoning)
 
 
 @runtime_checkable

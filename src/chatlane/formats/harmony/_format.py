@@ -32,8 +32,7 @@ from chatlane.request import ChatRequest
 if TYPE_CHECKING:
     import os
 
-    from chatlane.formats._reasoning import ReasonedOutput
-    from chatlane.formats.base import Grammar, ModelInfo
+    from chatlane.formats.base import Grammar, ModelInfo, ParsedOutput
     from chatlane.tools import Tool
 
 __all__ = ["MODEL_IDENTITY", "Harmony", "tools_typescript"]
@@ -439,7 +438,7 @@ class Harmony:
 
     def parse(
         self, raw: str, request: ChatRequest | None = None, *, stop_sequence: str | None = None
-    ) -> ReasonedOutput:
+    ) -> ParsedOutput:
         tools = list(request.tools) if request is not None else None
         return parse_output(raw, tools=tools, stop_sequence=stop_sequence)
 

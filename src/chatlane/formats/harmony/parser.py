@@ -10,7 +10,7 @@ or ``...<|channel|>final<|message|>It is sunny.<|return|>``. What each body is:
 - with a recipient (``to=functions.NAME`` anywhere in the header, on any channel: some
   models put it on ``analysis``): a tool call, reported when its ``<|call|>`` (or ``<|end|>``)
   arrives. A body that is not a JSON object is kept as text and listed in
-  `ReasonedOutput.malformed_calls`; one cut off by the token limit is `partial_call`.
+  `ParsedOutput.malformed_calls`; one cut off by the token limit is `partial_call`.
 - on ``analysis``: reasoning (`ReasoningDelta`), never content;
 - on ``final``, ``commentary`` (a preamble) or none: content (`TextDelta`).
 
@@ -26,27 +26,23 @@ held back.
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
-import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chatlane.errors import InputError
 from chatlane.events import (
     ChatEvent,
-    Finished,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
     ToolCallDone,
     ToolCallStarted,
 )
-from chatlane.formats._reasoning import ReasonedOutput
+from chatlane.formats._scanner import ScanningParser, parse_whole, random_call_id, sequential_ids
+from chatlane.formats.base import ParsedOutput
 from chatlane.formats.harmony.tokenizer import SPECIAL_TOKENS
 from chatlane.messages import ToolCall
-from chatlane.response import FinishReason
 from chatlane.tools import Tool
 
 __all__ = [
@@ -67,17 +63,6 @@ _RECIPIENT = re.compile(r"\bto=([^\s<]+)")
 _CHANNEL = re.compile(r"<\|channel\|>\s*([^\s<]+)")
 
 
-def random_call_id() -> str:
-    """A fresh tool-call id (``call_`` and 24 hex digits): harmony calls carry none."""
-    return "call_" + secrets.token_hex(12)
-
-
-def sequential_ids(prefix: str = "call_") -> Callable[[], str]:
-    """Ids ``call_0``, ``call_1``, ...: deterministic ids, so parses can be compared."""
-    counter = itertools.count()
-    return lambda: f"{prefix}{next(counter)}"
-
-
 class _Stream:
     __slots__ = ("parts", "sep")
 
@@ -86,7 +71,7 @@ class _Stream:
         self.sep = ""
 
 
-class HarmonyStreamParser:
+class HarmonyStreamParser(ScanningParser):
     """Raw gpt-oss output in, `ChatEvent`s out (the `StreamParser` protocol); see the module.
 
     Args:
@@ -98,9 +83,9 @@ class HarmonyStreamParser:
     def __init__(
         self, tools: Sequence[Tool] | None = None, *, ids: Callable[[], str] | None = None
     ) -> None:
+        super().__init__(ids)
         self._tools = {t.name for t in tools or ()}
         self._offered_known = tools is not None
-        self._ids = ids or random_call_id
         self._text = _Stream()
         self._reasoning = _Stream()
         self._in_body = False
@@ -112,57 +97,12 @@ class HarmonyStreamParser:
         self._call_header = ""
         self._body: list[str] = []
         self._held = ""
-        self._calls: list[ToolCall] = []
-        self._unknown: list[str] = []
-        self._malformed: list[str] = []
-        self._partial: str | None = None
-        self._stop_seen: str | None = None
-        self._stop: str | None = None
-        self._ended = False
-        self._finished = False
-        self._truncated = False
 
-    def feed(self, text: str) -> list[ChatEvent]:
-        if self._finished:
-            raise RuntimeError("feed() after finish(): use a new parser for a new response")
-        if not isinstance(text, str):
-            raise InputError(f"the parser reads text (str), got {type(text).__name__}")
-        events: list[ChatEvent] = []
-        if text and not self._ended:
-            self._run(text, events)
-        return events
+    def _content(self) -> str:
+        return "".join(self._text.parts)
 
-    def finish(
-        self, stop_sequence: str | None = None, *, truncated: bool = False
-    ) -> list[ChatEvent]:
-        if self._finished:
-            raise RuntimeError("finish() was already called")
-        events: list[ChatEvent] = []
-        self._truncated = truncated and self._stop_seen is None
-        if not self._ended:
-            self._end(self._truncated, events)
-        self._finished = True
-        self._stop = stop_sequence if stop_sequence is not None else self._stop_seen
-        events.append(Finished(self._finish_reason(), stop_sequence=self._stop))
-        return events
-
-    def result(self) -> ReasonedOutput:
-        reasoning = "".join(self._reasoning.parts)
-        return ReasonedOutput(
-            content="".join(self._text.parts),
-            tool_calls=tuple(self._calls),
-            stop_sequence=self._stop if self._finished else self._stop_seen,
-            truncated=self._truncated,
-            partial_call=self._partial,
-            unknown_tools=tuple(self._unknown),
-            reasoning=reasoning or None,
-            malformed_calls=tuple(self._malformed),
-        )
-
-    def _finish_reason(self) -> FinishReason:
-        if self._truncated:
-            return FinishReason.LENGTH
-        return FinishReason.TOOL_CALLS if self._calls else FinishReason.STOP
+    def _reasoning_text(self) -> str:
+        return "".join(self._reasoning.parts)
 
     # -- the scanner ----------------------------------------------------------------------
 
@@ -319,12 +259,9 @@ def parse_output(
     stop_sequence: str | None = None,
     truncated: bool = False,
     ids: Callable[[], str] | None = None,
-) -> ReasonedOutput:
+) -> ParsedOutput:
     """Read a whole raw gpt-oss output: reasoning, text, tool calls and how it ended."""
-    parser = HarmonyStreamParser(tools, ids=ids)
-    parser.feed(raw)
-    parser.finish(stop_sequence, truncated=truncated)
-    return parser.result()
+    return parse_whole(HarmonyStreamParser(tools, ids=ids), raw, stop_sequence, truncated)
 
 
 def bench_outputs() -> dict[str, Callable[[int], str]]:

@@ -179,11 +179,13 @@ def _make_parsed_output() -> Callable[
         "truncated",
         "partial_call",
         "unknown_tools",
+        "reasoning",
+        "malformed_calls",
     )
     if ParsedOutput.__slots__ != fields:  # pragma: no cover
         return lambda *values: ParsedOutput(*values)
     new: Any = ParsedOutput.__new__
-    s_content, s_calls, s_stop, s_truncated, s_partial, s_unknown = (
+    s_content, s_calls, s_stop, s_truncated, s_partial, s_unknown, s_reasoning, s_malformed = (
         ParsedOutput.__dict__[f].__set__ for f in fields
     )
 
@@ -202,6 +204,8 @@ def _make_parsed_output() -> Callable[
         s_truncated(out, truncated)
         s_partial(out, partial_call)
         s_unknown(out, unknown_tools)
+        s_reasoning(out, None)  # Llama 3 does not reason apart
+        s_malformed(out, ())  # a call with bad arguments is a call (arguments_error says so)
         return out
 
     return parsed_output

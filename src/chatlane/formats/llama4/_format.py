@@ -43,8 +43,8 @@ from chatlane.messages import Image, Message, Role, Text
 from chatlane.request import ChatRequest
 
 if TYPE_CHECKING:
-    from chatlane.formats.base import Grammar, ModelInfo
-    from chatlane.formats.llama4.parser import Llama4Output, Llama4StreamParser
+    from chatlane.formats.base import Grammar, ModelInfo, ParsedOutput
+    from chatlane.formats.llama4.parser import Llama4StreamParser
     from chatlane.tools import Tool
 
 __all__ = ["Llama4"]
@@ -178,7 +178,7 @@ class Llama4:
 
     def parse(
         self, raw: str, request: ChatRequest | None = None, *, stop_sequence: str | None = None
-    ) -> Llama4Output:
+    ) -> ParsedOutput:
         """Read a whole raw output into its text and tool calls (both call forms)."""
         from chatlane.formats.llama4.parser import parse_output
 

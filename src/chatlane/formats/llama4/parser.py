@@ -19,7 +19,7 @@ Plain text is released as soon as it cannot start a call: only ``[`` followed by
 until they prove to be a call or text. A call is reported (``ToolCallStarted``,
 ``ToolCallDelta``, ``ToolCallDone`` together) once its brackets balance and it reads as a
 call. A bracketed text that looked like a call but does not read as one stays text, and its
-raw text is listed in `Llama4Output.malformed_calls`; a call cut off by the token limit is
+raw text is listed in `ParsedOutput.malformed_calls`; a call cut off by the token limit is
 `ParsedOutput.partial_call`, never a call. ``<|eot|>``, ``<|eom|>`` and ``<|end_of_text|>``
 end the turn (reported as ``stop_sequence``); nothing after one is read.
 
@@ -29,32 +29,27 @@ Whitespace: the content has no leading or trailing whitespace; separators right 
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
-import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from chatlane.errors import InputError
 from chatlane.events import (
     ChatEvent,
-    Finished,
     TextDelta,
     ToolCallDelta,
     ToolCallDone,
     ToolCallStarted,
 )
 from chatlane.formats._pythonic import PyCall, parse_call_list
+from chatlane.formats._scanner import ScanningParser, parse_whole, random_call_id, sequential_ids
 from chatlane.formats.base import ParsedOutput
 from chatlane.messages import ToolCall
-from chatlane.response import FinishReason
 from chatlane.tools import Tool
 
 __all__ = [
     "STOP_TOKENS",
-    "Llama4Output",
     "Llama4StreamParser",
     "parse_output",
     "random_call_id",
@@ -77,29 +72,10 @@ _MAX_HEAD = 200
 """A call's opening (up to the point where it is certain) is never longer than this."""
 
 
-@dataclass(frozen=True, slots=True)
-class Llama4Output(ParsedOutput):
-    """`ParsedOutput` with what only a Llama 4 parse reports."""
-
-    malformed_calls: tuple[str, ...] = ()
-    """The raw text of each bracketed call that did not read as a call (kept as text)."""
-
-
-def random_call_id() -> str:
-    """A fresh tool-call id such as ``call_3f9a...``: the Llama format has none of its own."""
-    return "call_" + secrets.token_hex(12)
-
-
-def sequential_ids(prefix: str = "call_") -> Callable[[], str]:
-    """``call_0``, ``call_1``, ...: deterministic ids, so that parses can be compared."""
-    counter = itertools.count()
-    return lambda: f"{prefix}{next(counter)}"
-
-
 _TEXT, _HEAD, _BODY = 0, 1, 2
 
 
-class Llama4StreamParser:
+class Llama4StreamParser(ScanningParser):
     """Raw Llama 4 output in, `ChatEvent`s out (the `StreamParser` protocol).
 
     Args:
@@ -112,9 +88,9 @@ class Llama4StreamParser:
     def __init__(
         self, tools: Sequence[Tool] | None = None, *, ids: Callable[[], str] | None = None
     ) -> None:
+        super().__init__(ids)
         self._tools: dict[str, Tool] = {t.name: t for t in tools or ()}
         self._offered_known = tools is not None
-        self._ids = ids or random_call_id
         self._mode = _TEXT
         self._held = ""  # a head, or a body
         self._json = False  # the body is JSON (else a pythonic list)
@@ -125,64 +101,9 @@ class Llama4StreamParser:
         self._started = False
         self._pending_ws = ""
         self._text: list[str] = []
-        self._calls: list[ToolCall] = []
-        self._unknown: list[str] = []
-        self._malformed: list[str] = []
-        self._partial: str | None = None
-        self._stop_seen: str | None = None
-        self._ended = False
-        self._finished = False
-        self._stop_sequence: str | None = None
-        self._truncated = False
 
-    # -- the StreamParser protocol ------------------------------------------------------
-
-    def feed(self, text: str) -> list[ChatEvent]:
-        """Take the next piece of raw output; return the events it completes."""
-        if self._finished:
-            raise RuntimeError("feed() after finish(): use a new parser for a new response")
-        if not isinstance(text, str):
-            raise InputError(f"the parser reads text (str), got {type(text).__name__}")
-        events: list[ChatEvent] = []
-        if text and not self._ended:
-            self._run(text, events)
-        return events
-
-    def finish(
-        self, stop_sequence: str | None = None, *, truncated: bool = False
-    ) -> list[ChatEvent]:
-        """The output ended (with that stop token, or cut off); return the remaining events,
-        ending with `Finished`."""
-        if self._finished:
-            raise RuntimeError("finish() was already called")
-        events: list[ChatEvent] = []
-        self._truncated = truncated and self._stop_seen is None
-        if not self._ended:
-            self._settle(self._truncated, events)
-            self._ended = True
-        self._finished = True
-        self._stop_sequence = stop_sequence if stop_sequence is not None else self._stop_seen
-        events.append(Finished(self._finish_reason(), stop_sequence=self._stop_sequence))
-        return events
-
-    def result(self) -> Llama4Output:
-        """Everything read so far (complete after `finish`)."""
-        return Llama4Output(
-            content="".join(self._text),
-            tool_calls=tuple(self._calls),
-            stop_sequence=self._stop_sequence if self._finished else self._stop_seen,
-            truncated=self._truncated,
-            partial_call=self._partial,
-            unknown_tools=tuple(self._unknown),
-            malformed_calls=tuple(self._malformed),
-        )
-
-    def _finish_reason(self) -> FinishReason:
-        if self._truncated:
-            return FinishReason.LENGTH
-        if self._calls:
-            return FinishReason.TOOL_CALLS
-        return FinishReason.STOP
+    def _content(self) -> str:
+        return "".join(self._text)
 
     # -- the scanner ----------------------------------------------------------------------
 
@@ -231,7 +152,7 @@ class Llama4StreamParser:
             self._mode = _TEXT
             self._stop_seen = verdict
             self._ended = True
-            self._settle(False, events)
+            self._end(False, events)
             return None
         if verdict in _TAGS:
             self._mode = _TEXT
@@ -322,7 +243,7 @@ class Llama4StreamParser:
 
     # -- the end of the output ------------------------------------------------------------
 
-    def _settle(self, truncated: bool, events: list[ChatEvent]) -> None:
+    def _end(self, truncated: bool, events: list[ChatEvent]) -> None:
         """Settle whatever is held when the output ends."""
         while self._mode == _HEAD:
             head = self._held
@@ -508,11 +429,8 @@ def parse_output(
     stop_sequence: str | None = None,
     truncated: bool = False,
     ids: Callable[[], str] | None = None,
-) -> Llama4Output:
+) -> ParsedOutput:
     """Read a whole raw output (the same parser as streaming, fed at once)."""
     if not isinstance(raw, str):
         raise InputError(f"the parser reads text (str), got {type(raw).__name__}")
-    parser = Llama4StreamParser(tools, ids=ids)
-    parser.feed(raw)
-    parser.finish(stop_sequence, truncated=truncated)
-    return parser.result()
+    return parse_whole(Llama4StreamParser(tools, ids=ids), raw, stop_sequence, truncated)

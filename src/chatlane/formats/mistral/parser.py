@@ -24,6 +24,7 @@ kept only when text follows the call. Reasoning is kept as the model wrote it.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import json
@@ -35,13 +36,13 @@ from typing import TYPE_CHECKING
 from chatlane.errors import InputError
 from chatlane.events import (
     ChatEvent,
-    Finished,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
     ToolCallDone,
     ToolCallStarted,
 )
+from chatlane.formats._scanner import ScanningParser, parse_whole
 from chatlane.formats.base import ParsedOutput
 from chatlane.formats.mistral._format import (
     ARGS,
@@ -53,8 +54,7 @@ from chatlane.formats.mistral._format import (
     is_valid_call_id,
     random_call_id,
 )
-from chatlane.messages import Message, Role, ToolCall
-from chatlane.response import FinishReason
+from chatlane.messages import ToolCall
 
 if TYPE_CHECKING:
     from chatlane.tools import Tool
@@ -79,13 +79,10 @@ class MalformedCall:
 
 @dataclass(frozen=True, slots=True)
 class MistralParsedOutput(ParsedOutput):
-    """`ParsedOutput` with the reasoning and the malformed calls a Mistral output had."""
+    """`ParsedOutput` with what is wrong with each malformed call (``malformed_calls`` has
+    their raw text, in the same order)."""
 
-    reasoning: str | None = None
-    malformed_calls: tuple[MalformedCall, ...] = ()
-
-    def message(self) -> Message:
-        return Message(Role.ASSISTANT, self.content, self.tool_calls, reasoning=self.reasoning)
+    malformed: tuple[MalformedCall, ...] = ()
 
 
 def sequential_ids(prefix: str = "call") -> Callable[[], str]:
@@ -122,7 +119,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _MAX_NAME = 64
 
 
-class MistralStreamParser:
+class MistralStreamParser(ScanningParser):
     """Raw Mistral output in, `ChatEvent`s out (the `StreamParser` protocol).
 
     Args:
@@ -138,9 +135,9 @@ class MistralStreamParser:
     def __init__(
         self, tools: Sequence[Tool] | None = None, *, ids: Callable[[], str] | None = None
     ) -> None:
+        super().__init__(ids or random_call_id)
         self._tools = {t.name for t in tools or ()}
         self._offered_known = tools is not None
-        self._ids = ids or random_call_id
         self._mode = _Mode.TEXT
         self._hold = ""
         self._raw: list[str] = []  # the current call's text so far
@@ -155,15 +152,7 @@ class MistralStreamParser:
         self._pending_ws = ""
         self._text: list[str] = []
         self._reasoning: list[str] = []
-        self._calls: list[ToolCall] = []
-        self._unknown: list[str] = []
-        self._malformed: list[MalformedCall] = []
-        self._partial: str | None = None
-        self._stop_seen: str | None = None
-        self._ended = False
-        self._finished = False
-        self._stop: str | None = None
-        self._truncated = False
+        self._problems: list[MalformedCall] = []
 
     # -- the protocol --------------------------------------------------------------------
 
@@ -177,7 +166,7 @@ class MistralStreamParser:
         if text and not self._ended:
             s = self._hold + text if self._hold else text
             self._hold = ""
-            self._run(s, events, final=False)
+            self._scan(s, events, final=False)
         return events
 
     def finish(
@@ -190,7 +179,7 @@ class MistralStreamParser:
         events: list[ChatEvent] = []
         if not self._ended and self._hold:
             s, self._hold = self._hold, ""
-            self._run(s, events, final=True)
+            self._scan(s, events, final=True)
         self._truncated = truncated and self._stop_seen is None
         if self._mode not in (_Mode.TEXT, _Mode.THINK):
             raw = self._call_text()
@@ -202,32 +191,29 @@ class MistralStreamParser:
         self._mode = _Mode.TEXT
         self._ended = self._finished = True
         self._stop = stop_sequence if stop_sequence is not None else self._stop_seen
-        events.append(Finished(self._finish_reason(), stop_sequence=self._stop))
+        events.append(self._finished_event())
         return events
+
+    def _content(self) -> str:
+        return "".join(self._text)
+
+    def _reasoning_text(self) -> str:
+        return "".join(self._reasoning)
+
+    def _malformed_raw(self) -> tuple[str, ...]:
+        return tuple(p.raw for p in self._problems)
 
     def result(self) -> MistralParsedOutput:
         """Everything read so far (complete after `finish`)."""
+        base = super().result()
         return MistralParsedOutput(
-            content="".join(self._text),
-            tool_calls=tuple(self._calls),
-            stop_sequence=self._stop if self._finished else self._stop_seen,
-            truncated=self._truncated,
-            partial_call=self._partial,
-            unknown_tools=tuple(self._unknown),
-            reasoning="".join(self._reasoning) or None,
-            malformed_calls=tuple(self._malformed),
+            **{f.name: getattr(base, f.name) for f in dataclasses.fields(base)},
+            malformed=tuple(self._problems),
         )
 
     @property
     def partial_call(self) -> str | None:
         return self._partial
-
-    def _finish_reason(self) -> FinishReason:
-        if self._truncated:
-            return FinishReason.LENGTH
-        if self._calls:
-            return FinishReason.TOOL_CALLS
-        return FinishReason.STOP
 
     # -- the scanner ---------------------------------------------------------------------
 
@@ -242,7 +228,7 @@ class MistralStreamParser:
                 maybe = True
         return "" if maybe else None
 
-    def _run(self, s: str, events: list[ChatEvent], *, final: bool) -> None:
+    def _scan(self, s: str, events: list[ChatEvent], *, final: bool) -> None:
         i, n = 0, len(s)
         while i < n and not self._ended:
             mode = self._mode
@@ -446,7 +432,7 @@ class MistralStreamParser:
 
     def _malformed_call(self, reason: str, events: list[ChatEvent]) -> None:
         raw = self._call_text()
-        self._malformed.append(MalformedCall(raw, reason))
+        self._problems.append(MalformedCall(raw, reason))
         self._reset_call()
         self._emit_text(raw, events)
 
@@ -484,7 +470,4 @@ def parse_output(
     ids: Callable[[], str] | None = None,
 ) -> MistralParsedOutput:
     """Read a whole raw Mistral output (control tokens as text)."""
-    parser = MistralStreamParser(tools, ids=ids)
-    parser.feed(raw)
-    parser.finish(stop_sequence, truncated=truncated)
-    return parser.result()
+    return parse_whole(MistralStreamParser(tools, ids=ids), raw, stop_sequence, truncated)  # type: ignore[return-value]

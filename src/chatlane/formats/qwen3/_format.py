@@ -31,8 +31,7 @@ from chatlane.tools import Tool
 if TYPE_CHECKING:
     import os
 
-    from chatlane.formats._reasoning import ReasonedOutput
-    from chatlane.formats.base import Grammar, ModelInfo
+    from chatlane.formats.base import Grammar, ModelInfo, ParsedOutput
 
 __all__ = ["DEFAULT_SYSTEM_QWEN25", "Qwen", "hf_tool_definition", "tools_system_text"]
 
@@ -332,7 +331,7 @@ class Qwen:
 
     def parse(
         self, raw: str, request: ChatRequest | None = None, *, stop_sequence: str | None = None
-    ) -> ReasonedOutput:
+    ) -> ParsedOutput:
         tools = list(request.tools) if request is not None else None
         return parse_output(raw, tools=tools, stop_sequence=stop_sequence)
 

@@ -14,7 +14,7 @@ streamed answer adds up to what the whole parse gives, for any split of the text
   text. A call written inside the reasoning is still a call.
 - A call is reported once its ``</tool_call>`` arrives. A block that does not hold a JSON
   object with a string ``name`` (and ``arguments`` or ``parameters``) is kept as text where
-  it stood and listed in `ReasonedOutput.malformed_calls`; the stream goes on. A block cut
+  it stood and listed in `ParsedOutput.malformed_calls`; the stream goes on. A block cut
   off by the token limit becomes `ParsedOutput.partial_call`, never a call.
 - ``<|im_end|>`` or ``<|endoftext|>`` in the text ends the turn (its ``stop_sequence``).
 - Text and reasoning have no leading or trailing whitespace: whitespace is held back until
@@ -27,25 +27,21 @@ new piece.
 
 from __future__ import annotations
 
-import itertools
 import json
-import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chatlane.errors import InputError
 from chatlane.events import (
     ChatEvent,
-    Finished,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
     ToolCallDone,
     ToolCallStarted,
 )
-from chatlane.formats._reasoning import ReasonedOutput
+from chatlane.formats._scanner import ScanningParser, parse_whole, random_call_id, sequential_ids
+from chatlane.formats.base import ParsedOutput
 from chatlane.messages import ToolCall
-from chatlane.response import FinishReason
 from chatlane.tools import Tool
 
 __all__ = [
@@ -70,17 +66,6 @@ _TEXT_MARKERS = (THINK_OPEN, CALL_OPEN, *STOP_TOKENS)
 _REASONING_MARKERS = (THINK_CLOSE, CALL_OPEN, *STOP_TOKENS)
 _BODY_ENDS = (CALL_CLOSE, *STOP_TOKENS)
 _LONGEST_END = max(len(m) for m in _BODY_ENDS)
-
-
-def random_call_id() -> str:
-    """A fresh tool-call id (``call_`` and 24 hex digits): Qwen's calls carry none."""
-    return "call_" + secrets.token_hex(12)
-
-
-def sequential_ids(prefix: str = "call_") -> Callable[[], str]:
-    """Ids ``call_0``, ``call_1``, ...: deterministic ids, so parses can be compared."""
-    counter = itertools.count()
-    return lambda: f"{prefix}{next(counter)}"
 
 
 def read_call(body: str) -> tuple[str, str] | None:
@@ -129,7 +114,7 @@ class _Channel:
         return out
 
 
-class QwenStreamParser:
+class QwenStreamParser(ScanningParser):
     """Raw Qwen output in, `ChatEvent`s out (the `StreamParser` protocol); see the module.
 
     Args:
@@ -141,9 +126,9 @@ class QwenStreamParser:
     def __init__(
         self, tools: Sequence[Tool] | None = None, *, ids: Callable[[], str] | None = None
     ) -> None:
+        super().__init__(ids)
         self._tools = {t.name for t in tools or ()}
         self._offered_known = tools is not None
-        self._ids = ids or random_call_id
         self._text = _Channel()
         self._reasoning = _Channel()
         self._thinking = False
@@ -151,58 +136,12 @@ class QwenStreamParser:
         self._in_call = False
         self._body: list[str] = []
         self._tail = ""  # the body's last characters, where an end marker may begin
-        self._calls: list[ToolCall] = []
-        self._unknown: list[str] = []
-        self._malformed: list[str] = []
-        self._partial: str | None = None
-        self._stop_seen: str | None = None
-        self._stop: str | None = None
-        self._ended = False
-        self._finished = False
-        self._truncated = False
 
-    def feed(self, text: str) -> list[ChatEvent]:
-        if self._finished:
-            raise RuntimeError("feed() after finish(): use a new parser for a new response")
-        if not isinstance(text, str):
-            raise InputError(f"the parser reads text (str), got {type(text).__name__}")
-        events: list[ChatEvent] = []
-        if text and not self._ended:
-            self._run(text, events)
-        return events
+    def _content(self) -> str:
+        return "".join(self._text.parts)
 
-    def finish(
-        self, stop_sequence: str | None = None, *, truncated: bool = False
-    ) -> list[ChatEvent]:
-        if self._finished:
-            raise RuntimeError("finish() was already called")
-        events: list[ChatEvent] = []
-        self._truncated = truncated and self._stop_seen is None
-        if not self._ended:
-            self._end(self._truncated, events)
-        self._finished = True
-        self._stop = stop_sequence if stop_sequence is not None else self._stop_seen
-        events.append(Finished(self._finish_reason(), stop_sequence=self._stop))
-        return events
-
-    def result(self) -> ReasonedOutput:
-        """Everything read so far (complete after `finish`)."""
-        reasoning = "".join(self._reasoning.parts)
-        return ReasonedOutput(
-            content="".join(self._text.parts),
-            tool_calls=tuple(self._calls),
-            stop_sequence=self._stop if self._finished else self._stop_seen,
-            truncated=self._truncated,
-            partial_call=self._partial,
-            unknown_tools=tuple(self._unknown),
-            reasoning=reasoning or None,
-            malformed_calls=tuple(self._malformed),
-        )
-
-    def _finish_reason(self) -> FinishReason:
-        if self._truncated:
-            return FinishReason.LENGTH
-        return FinishReason.TOOL_CALLS if self._calls else FinishReason.STOP
+    def _reasoning_text(self) -> str:
+        return "".join(self._reasoning.parts)
 
     # -- the scanner ----------------------------------------------------------------------
 
@@ -323,9 +262,6 @@ def parse_output(
     stop_sequence: str | None = None,
     truncated: bool = False,
     ids: Callable[[], str] | None = None,
-) -> ReasonedOutput:
+) -> ParsedOutput:
     """Read a whole raw Qwen output: its reasoning, text, tool calls and how it ended."""
-    parser = QwenStreamParser(tools, ids=ids)
-    parser.feed(raw)
-    parser.finish(stop_sequence, truncated=truncated)
-    return parser.result()
+    return parse_whole(QwenStreamParser(tools, ids=ids), raw, stop_sequence, truncated)
