@@ -156,18 +156,10 @@ class MistralStreamParser(ScanningParser):
 
     # -- the protocol --------------------------------------------------------------------
 
-    def feed(self, text: str) -> list[ChatEvent]:
-        """Take the next piece of raw output; return the events it completes."""
-        if self._finished:
-            raise RuntimeError("feed() after finish(): use a new parser for a new response")
-        if not isinstance(text, str):
-            raise InputError(f"the parser reads text (str), got {type(text).__name__}")
-        events: list[ChatEvent] = []
-        if text and not self._ended:
-            s = self._hold + text if self._hold else text
-            self._hold = ""
-            self._scan(s, events, final=False)
-        return events
+    def _run(self, text: str, events: list[ChatEvent]) -> None:
+        s = self._hold + text if self._hold else text
+        self._hold = ""
+        self._scan(s, events, final=False)
 
     def finish(
         self, stop_sequence: str | None = None, *, truncated: bool = False
